@@ -1,0 +1,71 @@
+"""Test-set metrics computed from predicted class probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
+
+from fmnist import CLASS_NAMES, NUM_CLASSES
+
+DIGITS = 4  # rounding keeps metric diffs readable and free of float noise
+
+
+def _round(value: float) -> float:
+    return round(float(value), DIGITS)
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, loss, macro and per-class precision, recall and F1 (classes by name)."""
+    classes = np.arange(NUM_CLASSES)
+    predicted = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    return {
+        "accuracy": _round(accuracy_score(labels, predicted)),
+        "loss": _round(log_loss(labels, probabilities.astype(np.float64), labels=classes)),
+        "macro": {
+            "precision": _round(precision.mean()),
+            "recall": _round(recall.mean()),
+            "f1": _round(f1.mean()),
+        },
+        "per_class": {
+            name: {
+                "precision": _round(precision[index]),
+                "recall": _round(recall[index]),
+                "f1": _round(f1[index]),
+                "support": int(support[index]),
+            }
+            for index, name in enumerate(CLASS_NAMES)
+        },
+    }
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Confusion matrix ``(10, 10)``: rows are true classes, columns predicted ones."""
+    return confusion_matrix(labels, predicted, labels=np.arange(NUM_CLASSES))
+
+
+def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[dict]:
+    """The off-diagonal cells with the most errors, largest first (ties by class order)."""
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    order = np.argsort(-errors, axis=None, kind="stable")[:count]
+    pairs = []
+    for flat in order:
+        true, predicted = np.unravel_index(flat, errors.shape)
+        if errors[true, predicted] == 0:
+            break
+        pairs.append(
+            {
+                "true": CLASS_NAMES[true],
+                "predicted": CLASS_NAMES[predicted],
+                "count": int(errors[true, predicted]),
+            }
+        )
+    return pairs

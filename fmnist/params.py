@@ -1,0 +1,150 @@
+"""The schema of params.yaml: one frozen, validated section per stage plus the shared seed.
+
+Validation happens as the file is loaded, before any stage does heavy work. Every problem
+becomes one line naming the key and what is allowed, for example::
+
+    params.yaml: train.activation: 'sigmod' is not one of relu, sigmoid, tanh, elu, gelu
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fmnist import RAW_FILES
+from fmnist.errors import ParamsError
+
+PARAMS_FILE = Path("params.yaml")
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    """A params.yaml section: unknown keys, wrong types and coercions are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class FetchParams(Section):
+    sources: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    """Local directories and base URLs, tried in order until one serves all four files."""
+    sha256: dict[str, Sha256]
+    """SHA-256 of each decompressed file; a file that does not match is rejected."""
+    timeout: Annotated[float, Field(gt=0)]
+    """Seconds to wait for a download mirror to answer or send more data."""
+    attempts: PositiveInt
+    """Tries per download URL; waits double between tries."""
+
+
+    @field_validator("sha256")
+    @classmethod
+    def _names_every_file(cls, sha256: dict[str, str]) -> dict[str, str]:
+        expected = {name for pair in RAW_FILES.values() for name in pair}
+        if set(sha256) != expected:
+            raise ValueError(f"must give exactly the files {', '.join(sorted(expected))}")
+        return sha256
+
+
+class SplitParams(Section):
+    method: Literal["official", "resplit"]
+    """official: the published 60,000/10,000 split; resplit: pool all 70,000 and split anew."""
+    test_size: Fraction
+    """Fraction of the pooled images held out for testing (resplit only)."""
+    val_size: Fraction
+    """Fraction of the training images held out for validation."""
+
+
+class TrainParams(Section):
+    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Literal["relu", "sigmoid", "tanh", "elu", "gelu"]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    optimizer: Literal["sgd", "adam"]
+    learning_rate: Annotated[float, Field(gt=0)]
+    batch_size: PositiveInt
+    epochs: PositiveInt
+
+
+class ReportParams(Section):
+    misclassified: Annotated[int, Field(ge=1, le=100)]
+    """How many misclassified test images the report shows."""
+
+
+class Params(Section):
+    seed: Annotated[int, Field(ge=0)]
+    fetch: FetchParams
+    split: SplitParams
+    train: TrainParams
+    report: ReportParams
+
+
+def _allowed(model: type[BaseModel], location: tuple[str | int, ...]) -> str:
+    """Describe what the field at ``location`` accepts, from the schema itself."""
+    for key in location[:-1]:
+        if isinstance(key, int):
+            continue
+        annotation = model.model_fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return ", ".join(model.model_fields)
+
+
+def _literal_values(model: type[BaseModel], location: tuple[str | int, ...]) -> tuple[str, ...]:
+    for key in location:
+        if isinstance(key, int):
+            continue
+        annotation = model.model_fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return typing.get_args(annotation)
+    return ()
+
+
+def _describe(error: dict, source: str) -> str:
+    location = tuple(error["loc"])
+    key = ".".join(str(part) for part in location) or "(top level)"
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        message = f"unknown key (allowed: {_allowed(Params, location)})"
+    elif kind == "missing":
+        message = "missing"
+    elif kind == "literal_error":
+        allowed = ", ".join(_literal_values(Params, location))
+        message = f"{value!r} is not one of {allowed}"
+    else:
+        reason = error["msg"].replace(" after validation", "")
+        reason = reason.replace("Value error, ", "").replace("String should", "must")
+        reason = reason.replace("Input should", "must").replace("List should", "must")
+        message = f"{value!r}: {reason}"
+    return f"{source}: {key}: {message}"
+
+
+def parse_params(data: object, source: str = str(PARAMS_FILE)) -> Params:
+    """Validate a parsed params.yaml document; raise ParamsError with one line per problem."""
+    try:
+        return Params.model_validate(data)
+    except ValidationError as error:
+        lines = [_describe(item, source) for item in error.errors()]
+        raise ParamsError("\n".join(lines)) from None
+
+
+def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(data, str(path))

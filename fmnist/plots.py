@@ -1,0 +1,79 @@
+"""Figures for people: image grids, training curves and the confusion matrix (PNG)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or wanted
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from fmnist.files import atomic_path  # noqa: E402
+
+# Without these, matplotlib stamps its version into the PNG and the bytes change on upgrade.
+PNG_METADATA = {"Software": None}
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str]) -> None:
+    """Write ``figure`` as a PNG atomically and release its memory."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100, metadata=PNG_METADATA)
+    plt.close(figure)
+
+
+def plot_image_grid(
+    images: np.ndarray, titles: Sequence[str], columns: int = 5, title: str = ""
+) -> Figure:
+    """Images in a grid, each with its caption below it."""
+    rows = max(1, math.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, caption in zip(axes.flat, images, titles, strict=False):
+        axis.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        axis.set_title(caption, fontsize=9)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_curves(history: pd.DataFrame) -> Figure:
+    """Loss and accuracy per epoch, training against validation, side by side."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        axis.plot(history["epoch"], history[f"train_{metric}"], marker="o", label="train")
+        axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.set_title(metric.capitalize())
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Confusion matrix with counts in each cell; rows true, columns predicted."""
+    figure, axis = plt.subplots(figsize=(8, 7))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    threshold = matrix.max() / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        color = "white" if count > threshold else "black"
+        axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=8)
+    axis.set_title("Confusion matrix (test set)")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,97 @@
+"""The markdown report: headline metrics, per-class table, curves, confusion and mistakes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from fmnist.errors import DataError
+from fmnist.params import Params
+
+# Where dvclive's Keras callback writes each per-epoch series inside its directory.
+HISTORY_SERIES = {
+    "train_loss": "plots/metrics/train/loss.tsv",
+    "val_loss": "plots/metrics/eval/loss.tsv",
+    "train_accuracy": "plots/metrics/train/accuracy.tsv",
+    "val_accuracy": "plots/metrics/eval/accuracy.tsv",
+}
+
+
+def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Per-epoch training history from a dvclive directory: epoch (from 1) and four series."""
+    history = pd.DataFrame()
+    for column, relative in HISTORY_SERIES.items():
+        path = Path(live_dir) / relative
+        try:
+            series = pd.read_csv(path, sep="\t")
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found (run the train stage: dvc repro train)") from None
+        history[column] = series.iloc[:, -1].to_numpy()
+    history.insert(0, "epoch", range(1, len(history) + 1))
+    return history
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def render_report(
+    params: Params,
+    train_metrics: dict,
+    test_metrics: dict,
+    confused_pairs: list[dict],
+    figures: dict[str, str],
+) -> str:
+    """The report as GitHub-flavoured markdown; ``figures`` maps names to relative links."""
+    train = params.train
+    network = " - ".join(str(units) for units in train.hidden_units)
+    lines = [
+        "# Fashion-MNIST report",
+        "",
+        f"Dense network {network} ({train.activation}, dropout {train.dropout}), "
+        f"{train.optimizer} at learning rate {train.learning_rate}, batch {train.batch_size}, "
+        f"{train.epochs} epochs; split `{params.split.method}`, seed {params.seed}.",
+        "",
+        "| | accuracy | loss |",
+        "|---|---:|---:|",
+        f"| test | **{_percent(test_metrics['accuracy'])}** | {test_metrics['loss']:.4f} |",
+        f"| validation (last epoch) | {_percent(train_metrics['val_accuracy'])} "
+        f"| {train_metrics['val_loss']:.4f} |",
+        f"| train (last epoch) | {_percent(train_metrics['train_accuracy'])} "
+        f"| {train_metrics['train_loss']:.4f} |",
+        "",
+        "Macro average on the test set: precision {precision:.4f}, recall {recall:.4f}, "
+        "F1 {f1:.4f}.".format(**test_metrics["macro"]),
+        "",
+        "## Per class (test set)",
+        "",
+        "| class | precision | recall | F1 | images |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, values in test_metrics["per_class"].items():
+        lines.append(
+            f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} "
+            f"| {values['f1']:.4f} | {values['support']:,} |"
+        )
+    lines += ["", "## Most confused classes", "", "| true | predicted as | images |", "|---|---|---:|"]
+    lines += [f"| {pair['true']} | {pair['predicted']} | {pair['count']} |" for pair in confused_pairs]
+    lines += [
+        "",
+        "## Training curves",
+        "",
+        f"![Loss and accuracy per epoch]({figures['curves']})",
+        "",
+        "## Confusion matrix",
+        "",
+        f"![Confusion matrix]({figures['confusion']})",
+        "",
+        "## Misclassified test images",
+        "",
+        "Captions read *true → predicted*.",
+        "",
+        f"![Misclassified test images]({figures['misclassified']})",
+        "",
+    ]
+    return "\n".join(lines)

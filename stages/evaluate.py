@@ -1,0 +1,41 @@
+"""Score the trained model on the test split: metrics and per-image predictions."""
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from fmnist import CLASS_NAMES
+from fmnist.cli import run_stage
+from fmnist.data import load_split
+from fmnist.evaluation import classification_metrics
+from fmnist.files import write_json, write_text
+from fmnist.model import load_model, predict_probabilities
+
+log = logging.getLogger("evaluate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="the test split (.npz)")
+    parser.add_argument("--model", type=Path, required=True, help="trained model (.keras)")
+    parser.add_argument("--metrics", type=Path, required=True, help="test metrics (JSON)")
+    parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
+    args = parser.parse_args()
+
+    test = load_split(args.data)
+    probabilities = predict_probabilities(load_model(args.model), test.images)
+    metrics = classification_metrics(test.labels, probabilities)
+    names = pd.Series(CLASS_NAMES)
+    predictions = pd.DataFrame(
+        {"actual": names[test.labels].to_numpy(), "predicted": names[probabilities.argmax(1)].to_numpy()}
+    )
+    write_text(args.predictions, predictions.to_csv(index_label="index", lineterminator="\n"))
+    write_json(args.metrics, metrics)
+    log.info("test accuracy %.4f, loss %.4f on %s images", metrics["accuracy"], metrics["loss"],
+             f"{len(test.labels):,}")
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic Fashion-MNIST look-alike and the repository's paths."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist import IMAGE_SHAPE, NUM_CLASSES, RAW_FILES
+from fmnist.idx import encode_idx
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_images(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Noisy images in which each class lights up its own band of rows: learnable in 1 epoch."""
+    generator = np.random.default_rng(seed)
+    images = generator.integers(0, 60, (len(labels), *IMAGE_SHAPE), dtype=np.uint8)
+    for index, label in enumerate(labels):
+        top = 2 + 2 * int(label)
+        images[index, top : top + 3, 4:24] = generator.integers(180, 256, (3, 20), dtype=np.uint8)
+    return images
+
+
+def write_synthetic_source(
+    directory: Path, train_per_class: int = 40, test_per_class: int = 10
+) -> dict[str, str]:
+    """Write the four IDX files, gzipped, to ``directory``; return their SHA-256 by name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sha256 = {}
+    counts = {"train": train_per_class, "test": test_per_class}
+    for seed, (split, (images_name, labels_name)) in enumerate(RAW_FILES.items()):
+        labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), counts[split])
+        labels = np.random.default_rng(seed).permutation(labels)
+        for name, array in ((images_name, make_images(labels, seed)), (labels_name, labels)):
+            payload = encode_idx(array)
+            (directory / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
+            sha256[name] = hashlib.sha256(payload).hexdigest()
+    return sha256
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A directory of small synthetic IDX files and their checksums, shared by the session."""
+    directory = tmp_path_factory.mktemp("synthetic-fashion-mnist")
+    return directory, write_synthetic_source(directory)

@@ -1,0 +1,373 @@
+"""Tests of the fetch stage: local directories, HTTP mirrors on 127.0.0.1, and the entry point.
+
+All but the last test use tiny synthetic IDX files with their own checksums; the last one
+verifies the real files of Debian's dataset-fashion-mnist package.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fmnist.errors import FetchError
+from fmnist.fetch import fetch_dataset
+from fmnist.params import load_params
+from fmnist.idx import encode_idx
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEBIAN_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
+QUICK = {"timeout": 0.5, "attempts": 2, "backoff": 0.01}
+
+
+def make_payloads() -> dict[str, bytes]:
+    """Four small IDX files named like the real ones."""
+    generator = np.random.default_rng(0)
+    return {
+        "train-images-idx3-ubyte": encode_idx(generator.integers(0, 256, (3, 28, 28), np.uint8)),
+        "train-labels-idx1-ubyte": encode_idx(generator.integers(0, 10, 3, np.uint8)),
+        "t10k-images-idx3-ubyte": encode_idx(generator.integers(0, 256, (2, 28, 28), np.uint8)),
+        "t10k-labels-idx1-ubyte": encode_idx(generator.integers(0, 10, 2, np.uint8)),
+    }
+
+
+PAYLOADS = make_payloads()
+EXPECTED = {name: hashlib.sha256(data).hexdigest() for name, data in PAYLOADS.items()}
+
+
+def with_corrupted(name: str) -> dict[str, bytes]:
+    """The payloads with the last byte of ``name`` flipped: same size, different checksum."""
+    data = PAYLOADS[name]
+    return dict(PAYLOADS, **{name: data[:-1] + bytes([data[-1] ^ 0xFF])})
+
+
+def write_directory(directory: Path, files: dict[str, bytes], gzipped: bool) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if gzipped:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return directory
+
+
+def read_outputs(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def assert_outputs_match(directory: Path) -> None:
+    assert read_outputs(directory) == dict(sorted(PAYLOADS.items()))
+
+
+# --- local directories -------------------------------------------------------------------
+
+
+def test_gzipped_and_raw_directories_give_identical_outputs(tmp_path: Path) -> None:
+    gzipped = write_directory(tmp_path / "gzipped", PAYLOADS, gzipped=True)
+    raw = write_directory(tmp_path / "raw", PAYLOADS, gzipped=False)
+
+    used_gzipped = fetch_dataset([str(gzipped)], tmp_path / "out1", sha256=EXPECTED, **QUICK)
+    used_raw = fetch_dataset([str(raw)], tmp_path / "out2", sha256=EXPECTED, **QUICK)
+
+    assert (used_gzipped, used_raw) == (str(gzipped), str(raw))
+    assert_outputs_match(tmp_path / "out1")
+    assert read_outputs(tmp_path / "out1") == read_outputs(tmp_path / "out2")
+
+
+def test_first_working_source_in_order_is_used(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    incomplete = write_directory(
+        tmp_path / "incomplete", dict(list(PAYLOADS.items())[:3]), gzipped=True
+    )
+    good = write_directory(tmp_path / "good", PAYLOADS, gzipped=True)
+    also_good = write_directory(tmp_path / "also-good", PAYLOADS, gzipped=False)
+
+    used = fetch_dataset(
+        [str(missing), str(incomplete), str(good), str(also_good)],
+        tmp_path / "out",
+        sha256=EXPECTED,
+        **QUICK,
+    )
+
+    assert used == str(good)
+    assert_outputs_match(tmp_path / "out")
+
+
+def test_checksum_mismatch_fails_and_writes_nothing(tmp_path: Path) -> None:
+    source = write_directory(
+        tmp_path / "source", with_corrupted("t10k-labels-idx1-ubyte"), gzipped=True
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+
+    with pytest.raises(FetchError) as caught:
+        fetch_dataset([str(source)], out, sha256=EXPECTED, **QUICK)
+
+    message = str(caught.value)
+    assert f"{source}: t10k-labels-idx1-ubyte: checksum mismatch: " in message
+    assert list(out.iterdir()) == []  # the three good files are not written, nor temp files
+
+
+def test_truncated_file_is_a_checksum_mismatch_with_its_size(tmp_path: Path) -> None:
+    files = dict(PAYLOADS, **{"train-labels-idx1-ubyte": PAYLOADS["train-labels-idx1-ubyte"][:-1]})
+    source = write_directory(tmp_path / "source", files, gzipped=False)
+
+    with pytest.raises(FetchError, match=r"train-labels-idx1-ubyte: checksum mismatch: 10 bytes"):
+        fetch_dataset([str(source)], tmp_path / "out", sha256=EXPECTED, **QUICK)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_source_failing_lists_each_reason_and_the_fixes(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    truncated = write_directory(tmp_path / "truncated", PAYLOADS, gzipped=True)
+    whole = (truncated / "train-labels-idx1-ubyte.gz").read_bytes()
+    (truncated / "train-labels-idx1-ubyte.gz").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+
+    with pytest.raises(FetchError) as caught:
+        fetch_dataset([str(missing), str(truncated)], out, sha256=EXPECTED, **QUICK)
+
+    lines = str(caught.value).splitlines()
+    assert f"  {missing}: no such directory" in lines
+    assert f"  {truncated}: train-labels-idx1-ubyte.gz: corrupt or truncated gzip data" in lines[2]
+    assert any("sudo apt-get install dataset-fashion-mnist" in line for line in lines)
+    assert any("fetch.sources in params.yaml" in line for line in lines)
+    assert list(out.iterdir()) == []
+
+
+# --- HTTP mirrors on 127.0.0.1 ------------------------------------------------------------
+
+
+class Mirror:
+    """A base URL served by a handler, with the paths it was asked for."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.requests: list[str] = []
+
+
+def serve_files(
+    files: dict[str, bytes], *, failures_first: int = 0, drop_midway: bool = False
+) -> Callable[[Mirror], type[http.server.BaseHTTPRequestHandler]]:
+    """A handler factory serving ``<name>.gz`` for each file, gzipped, and 404 for the rest.
+
+    The first ``failures_first`` requests get a 503; with ``drop_midway`` every body stops
+    halfway through the length its Content-Length announces.
+    """
+    bodies = {f"/{name}.gz": gzip.compress(data) for name, data in files.items()}
+
+    def make_handler(mirror: Mirror) -> type[http.server.BaseHTTPRequestHandler]:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                body = bodies.get(self.path)
+                if len(mirror.requests) <= failures_first:
+                    self.send_error(503)
+                elif body is None:
+                    self.send_error(404)
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2] if drop_midway else body)
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # keep the test output clean
+
+        return Handler
+
+    return make_handler
+
+
+@pytest.fixture
+def start_mirror() -> Iterator[Callable[..., Mirror]]:
+    """Start HTTP servers on 127.0.0.1 for the test; stop them all at the end."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(
+        make_handler: Callable[[Mirror], type[http.server.BaseHTTPRequestHandler]],
+    ) -> Mirror:
+        mirror = Mirror("")
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(mirror))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        mirror.url = f"http://127.0.0.1:{server.server_address[1]}/"
+        return mirror
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A URL whose server accepts connections (the kernel does) but never answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_mirror_serving_gzipped_files_gives_identical_outputs(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    mirror = start_mirror(serve_files(PAYLOADS))
+    raw = write_directory(tmp_path / "raw", PAYLOADS, gzipped=False)
+
+    used = fetch_dataset([mirror.url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+    fetch_dataset([str(raw)], tmp_path / "local", sha256=EXPECTED, **QUICK)
+
+    assert used == mirror.url
+    assert sorted(mirror.requests) == sorted(f"/{name}.gz" for name in PAYLOADS)
+    assert_outputs_match(tmp_path / "out")
+    assert read_outputs(tmp_path / "out") == read_outputs(tmp_path / "local")
+
+
+def test_mirror_serving_a_corrupted_file_fails_without_retrying(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    mirror = start_mirror(serve_files(with_corrupted("t10k-images-idx3-ubyte")))
+
+    with pytest.raises(FetchError, match=r"t10k-images-idx3-ubyte: checksum mismatch: [\d,]+ bytes"):
+        fetch_dataset([mirror.url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+
+    assert mirror.requests.count("/t10k-images-idx3-ubyte.gz") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_silent_server_fails_within_the_timeout(tmp_path: Path, silent_url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        fetch_dataset([silent_url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5  # two attempts of 0.5 s each, not a hang
+    message = str(caught.value)
+    assert f"{silent_url}: train-images-idx3-ubyte.gz: no answer within the 0.5 s" in message
+    assert "(after 2 attempts)" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_connection_dropped_midway_fails_and_writes_nothing(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    mirror = start_mirror(serve_files(PAYLOADS, drop_midway=True))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    with pytest.raises(FetchError, match=r"train-images-idx3-ubyte.gz: connection dropped"):
+        fetch_dataset([mirror.url], out, sha256=EXPECTED, **QUICK)
+
+    assert mirror.requests == ["/train-images-idx3-ubyte.gz"] * 2  # retried once, then given up
+    assert list(out.iterdir()) == []
+
+
+def test_missing_file_on_mirror_is_not_retried(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    files = {name: data for name, data in PAYLOADS.items() if name != "train-labels-idx1-ubyte"}
+    mirror = start_mirror(serve_files(files))
+
+    with pytest.raises(FetchError, match=r"train-labels-idx1-ubyte.gz: HTTP 404"):
+        fetch_dataset([mirror.url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+
+    assert mirror.requests.count("/train-labels-idx1-ubyte.gz") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_first_request_is_retried(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    mirror = start_mirror(serve_files(PAYLOADS, failures_first=1))
+
+    used = fetch_dataset([mirror.url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+
+    assert used == mirror.url
+    assert mirror.requests.count("/train-images-idx3-ubyte.gz") == 2
+    assert len(mirror.requests) == len(PAYLOADS) + 1
+    assert_outputs_match(tmp_path / "out")
+
+
+def test_server_errors_stop_after_the_given_attempts(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    mirror = start_mirror(serve_files(PAYLOADS, failures_first=100))
+
+    with pytest.raises(FetchError, match=r"HTTP 503 .*\(after 3 attempts\)"):
+        fetch_dataset(
+            [mirror.url], tmp_path / "out", sha256=EXPECTED, timeout=0.5, attempts=3, backoff=0.01
+        )
+
+    assert len(mirror.requests) == 3
+
+
+# --- the stage entry point and the real data ----------------------------------------------
+
+
+def test_stage_reports_every_source_without_a_traceback(tmp_path: Path) -> None:
+    params = yaml.safe_load((REPOSITORY_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    bad_source = tmp_path / "no-such-directory"
+    params["fetch"]["sources"] = [str(bad_source)]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    environment = dict(os.environ, PYTHONPATH=str(REPOSITORY_ROOT))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.fetch", "--out", "data/raw"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"fetch: error:   {bad_source}: no such directory" in result.stderr
+    assert "sudo apt-get install dataset-fashion-mnist" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_real_files_from_debian_package_are_verified(tmp_path: Path) -> None:
+    if not DEBIAN_DIRECTORY.is_dir():
+        message = f"{DEBIAN_DIRECTORY} is missing: sudo apt-get install dataset-fashion-mnist"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+    published = {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    }
+    sha256 = load_params(REPOSITORY_ROOT / "params.yaml").fetch.sha256
+    assert sha256 == published
+
+    used = fetch_dataset([str(DEBIAN_DIRECTORY)], tmp_path, sha256, timeout=1, attempts=1)
+
+    assert used == str(DEBIAN_DIRECTORY)
+    sizes = {path.name: path.stat().st_size for path in tmp_path.iterdir()}
+    assert sizes == {
+        "train-images-idx3-ubyte": 47_040_016,
+        "train-labels-idx1-ubyte": 60_008,
+        "t10k-images-idx3-ubyte": 7_840_016,
+        "t10k-labels-idx1-ubyte": 10_008,
+    }
