@@ -40,7 +40,11 @@ def load_split(path: str | os.PathLike[str]) -> Split:
         raise DataError(f"{path}: not found (run the stage that writes it: dvc repro)") from None
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a valid split file ({error})") from None
-    if images.dtype != np.uint8 or images.shape[1:] != IMAGE_SHAPE or labels.shape != images[:, 0, 0].shape:
+    if (
+        images.dtype != np.uint8
+        or images.shape[1:] != IMAGE_SHAPE
+        or labels.shape != (len(images),)
+    ):
         raise DataError(
             f"{path}: expected uint8 images (n, 28, 28) with n labels, found "
             f"{images.dtype} {images.shape} and {labels.shape}"

@@ -19,16 +19,22 @@ def _round(value: float) -> float:
     return round(float(value), DIGITS)
 
 
+def _normalised(probabilities: np.ndarray) -> np.ndarray:
+    """Float64 rows summing to one: a float32 softmax is off by rounding, which sklearn flags."""
+    probabilities = probabilities.astype(np.float64)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """Accuracy, loss, macro and per-class precision, recall and F1 (classes by name)."""
     classes = np.arange(NUM_CLASSES)
     predicted = probabilities.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(
+    precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
     return {
         "accuracy": _round(accuracy_score(labels, predicted)),
-        "loss": _round(log_loss(labels, probabilities.astype(np.float64), labels=classes)),
+        "loss": _round(log_loss(labels, _normalised(probabilities), labels=classes)),
         "macro": {
             "precision": _round(precision.mean()),
             "recall": _round(recall.mean()),
@@ -39,7 +45,6 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
                 "precision": _round(precision[index]),
                 "recall": _round(recall[index]),
                 "f1": _round(f1[index]),
-                "support": int(support[index]),
             }
             for index, name in enumerate(CLASS_NAMES)
         },

@@ -4,8 +4,9 @@ A source is a local directory holding ``<name>`` or ``<name>.gz`` (Debian's
 dataset-fashion-mnist package installs the gzipped files in /usr/share/datasets/fashion-mnist)
 or the base URL of a mirror serving ``<base>/<name>.gz``. Debian re-compressed the files, so
 only the decompressed payload is comparable between sources: every payload is gunzipped and
-checked against the SHA-256 of the published data (params.yaml: fetch.sha256) before anything is written, and
-the output is always the decompressed files, byte-identical whichever source served them.
+checked against the SHA-256 of the published data (params.yaml: fetch.sha256) before anything
+is written, and the output is always the decompressed files, byte-identical whichever source
+served them.
 """
 
 from __future__ import annotations

@@ -95,9 +95,7 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
     if labels.ndim != 1:
         raise DataError(f"{path}: expected one dimension of labels, found shape {labels.shape}")
     if labels.size and labels.max() >= NUM_CLASSES:
-        raise DataError(
-            f"{path}: label {int(labels.max())} is outside 0-{NUM_CLASSES - 1}"
-        )
+        raise DataError(f"{path}: label {int(labels.max())} is outside 0-{NUM_CLASSES - 1}")
     return labels
 
 

@@ -44,7 +44,6 @@ class FetchParams(Section):
     attempts: PositiveInt
     """Tries per download URL; waits double between tries."""
 
-
     @field_validator("sha256")
     @classmethod
     def _names_every_file(cls, sha256: dict[str, str]) -> dict[str, str]:

@@ -10,12 +10,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display is needed or wanted
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from fmnist.files import atomic_path  # noqa: E402
+from fmnist.files import atomic_path
 
 # Without these, matplotlib stamps its version into the PNG and the bytes change on upgrade.
 PNG_METADATA = {"Software": None}

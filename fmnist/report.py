@@ -41,18 +41,24 @@ def render_report(
     params: Params,
     train_metrics: dict,
     test_metrics: dict,
+    split_counts: dict[str, dict[str, int]],
     confused_pairs: list[dict],
     figures: dict[str, str],
 ) -> str:
-    """The report as GitHub-flavoured markdown; ``figures`` maps names to relative links."""
+    """The report as GitHub-flavoured markdown; ``figures`` maps names to relative links.
+
+    ``split_counts`` gives the number of images of each class in each split, by split name.
+    """
     train = params.train
     network = " - ".join(str(units) for units in train.hidden_units)
+    sizes = " / ".join(f"{sum(counts.values()):,} {name}" for name, counts in split_counts.items())
     lines = [
         "# Fashion-MNIST report",
         "",
         f"Dense network {network} ({train.activation}, dropout {train.dropout}), "
         f"{train.optimizer} at learning rate {train.learning_rate}, batch {train.batch_size}, "
-        f"{train.epochs} epochs; split `{params.split.method}`, seed {params.seed}.",
+        f"{train.epochs} epochs. Split `{params.split.method}`: {sizes} images; "
+        f"seed {params.seed}.",
         "",
         "| | accuracy | loss |",
         "|---|---:|---:|",
@@ -73,10 +79,18 @@ def render_report(
     for name, values in test_metrics["per_class"].items():
         lines.append(
             f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} "
-            f"| {values['f1']:.4f} | {values['support']:,} |"
+            f"| {values['f1']:.4f} | {split_counts['test'][name]:,} |"
         )
-    lines += ["", "## Most confused classes", "", "| true | predicted as | images |", "|---|---|---:|"]
-    lines += [f"| {pair['true']} | {pair['predicted']} | {pair['count']} |" for pair in confused_pairs]
+    lines += [
+        "",
+        "## Most confused classes",
+        "",
+        "| true | predicted as | images |",
+        "|---|---|---:|",
+    ]
+    lines += [
+        f"| {pair['true']} | {pair['predicted']} | {pair['count']} |" for pair in confused_pairs
+    ]
     lines += [
         "",
         "## Training curves",

@@ -29,12 +29,19 @@ def main() -> None:
     metrics = classification_metrics(test.labels, probabilities)
     names = pd.Series(CLASS_NAMES)
     predictions = pd.DataFrame(
-        {"actual": names[test.labels].to_numpy(), "predicted": names[probabilities.argmax(1)].to_numpy()}
+        {
+            "actual": names[test.labels].to_numpy(),
+            "predicted": names[probabilities.argmax(1)].to_numpy(),
+        }
     )
     write_text(args.predictions, predictions.to_csv(index_label="index", lineterminator="\n"))
     write_json(args.metrics, metrics)
-    log.info("test accuracy %.4f, loss %.4f on %s images", metrics["accuracy"], metrics["loss"],
-             f"{len(test.labels):,}")
+    log.info(
+        "test accuracy %.4f, loss %.4f on %s images",
+        metrics["accuracy"],
+        metrics["loss"],
+        f"{len(test.labels):,}",
+    )
 
 
 if __name__ == "__main__":

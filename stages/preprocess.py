@@ -22,8 +22,10 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, required=True, help="sample image grid (PNG)")
     args = parser.parse_args()
 
-    splits = {name: Split(*read_split(args.raw / images, args.raw / labels))
-              for name, (images, labels) in RAW_FILES.items()}
+    splits = {
+        name: Split(*read_split(args.raw / images, args.raw / labels))
+        for name, (images, labels) in RAW_FILES.items()
+    }
     with atomic_directory(args.out) as staging:
         for name, split in splits.items():
             save_split(staging / f"{name}.npz", split)
@@ -31,8 +33,11 @@ def main() -> None:
     write_json(args.summary, {name: summarize(split) for name, split in splits.items()})
 
     first = splits["train"]
-    grid = plot_image_grid(first.images[:25], [CLASS_NAMES[label] for label in first.labels[:25]],
-                           title="Fashion-MNIST: the first 25 training images")
+    grid = plot_image_grid(
+        first.images[:25],
+        [CLASS_NAMES[label] for label in first.labels[:25]],
+        title="Fashion-MNIST: the first 25 training images",
+    )
     save_figure(grid, args.samples)
 
 

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
     parser.add_argument("--train-metrics", type=Path, required=True)
     parser.add_argument("--test-metrics", type=Path, required=True)
+    parser.add_argument("--split-counts", type=Path, required=True, help="class counts (JSON)")
     parser.add_argument("--live", type=Path, required=True, help="dvclive per-epoch logs")
     parser.add_argument("--figures", type=Path, required=True, help="directory for the PNGs")
     parser.add_argument("--out", type=Path, required=True, help="the report (markdown)")
@@ -59,6 +60,7 @@ def main() -> None:
         params,
         json.loads(args.train_metrics.read_text()),
         json.loads(args.test_metrics.read_text()),
+        json.loads(args.split_counts.read_text()),
         most_confused_pairs(matrix),
         links,
     )

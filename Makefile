@@ -1,0 +1,49 @@
+# The README's commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Stages run `python -m stages.<name>`: the virtual environment's python must come first.
+export PATH := $(abspath $(BIN)):$(PATH)
+DATA_DIR := /usr/share/datasets/fashion-mnist
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data repro test lint clean
+
+help:  ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+setup: $(BIN)/.installed  ## Create .venv/ with the pinned requirements
+
+data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch downloads)
+	@if [ -d $(DATA_DIR) ]; then \
+	  echo "data: $(DATA_DIR) is present"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist \
+	    || echo "data: apt-get could not install it; the fetch stage will download the files"; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist \
+	    || echo "data: apt-get could not install it; the fetch stage will download the files"; \
+	else \
+	  echo "data: no Debian package here; the fetch stage will download the files"; \
+	fi
+
+repro: setup data  ## Set everything up and run the pipeline (dvc repro)
+	dvc repro
+
+test: setup data  ## Set everything up and run the tests
+	python -m pytest
+
+lint: setup  ## Check style and import order with ruff
+	ruff check .
+	ruff format --check .
+
+clean:  ## Remove the virtual environment and caches (not the DVC cache or results)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
