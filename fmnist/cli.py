@@ -22,6 +22,6 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
             log.error("error: %s", line)
         sys.exit(1)
     except KeyboardInterrupt:
-        log.error("interrupted; no output was written")
+        log.error("interrupted; outputs written so far are complete, the rest are unchanged")
         sys.exit(130)
     log.info("done in %.1f s", time.perf_counter() - started)

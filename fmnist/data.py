@@ -34,20 +34,27 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     """Read a split written by ``save_split``, checking that it is what the pipeline wrote."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            images, labels = arrays["images"], arrays["labels"]
+        arrays = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run the stage that writes it: dvc repro)") from None
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a valid split file ({error})") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: not a split file (.npz with images and labels)")
+    with arrays:
+        try:
+            images, labels = arrays["images"], arrays["labels"]
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+            raise DataError(f"{path}: not a valid split file ({error})") from None
     if (
         images.dtype != np.uint8
+        or labels.dtype != np.uint8
         or images.shape[1:] != IMAGE_SHAPE
         or labels.shape != (len(images),)
     ):
         raise DataError(
-            f"{path}: expected uint8 images (n, 28, 28) with n labels, found "
-            f"{images.dtype} {images.shape} and {labels.shape}"
+            f"{path}: expected uint8 images (n, 28, 28) and n uint8 labels, found "
+            f"{images.dtype} {images.shape} and {labels.dtype} {labels.shape}"
         )
     return Split(images, labels)
 

@@ -7,6 +7,7 @@ one for labels. Every malformed input raises DataError naming the file and the p
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -18,6 +19,7 @@ from fmnist import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.errors import DataError
 
 UNSIGNED_BYTE = 0x08
+MAX_DIMENSIONS = 4  # the MNIST family uses 1 (labels) and 3 (images)
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -49,13 +51,13 @@ def decode_idx(data: bytes, name: str) -> np.ndarray:
         raise DataError(f"{name}: bad magic number 0x{data[:4].hex()} (not an IDX file)")
     if data_type != UNSIGNED_BYTE:
         raise DataError(f"{name}: data type 0x{data_type:02x} is not unsigned byte (0x08)")
-    if ndim == 0:
-        raise DataError(f"{name}: IDX header declares zero dimensions")
+    if not 1 <= ndim <= MAX_DIMENSIONS:
+        raise DataError(f"{name}: IDX header declares {ndim} dimensions, expected 1 to 4")
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataError(f"{name}: truncated header ({len(data)} of {header_size} bytes)")
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)  # Python integers: a hostile header cannot overflow it
     actual = len(data) - header_size
     if actual < expected:
         raise DataError(

@@ -28,7 +28,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 class Section(BaseModel):
     """A params.yaml section: unknown keys, wrong types and coercions are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -144,6 +144,8 @@ def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParamsError(f"{path}: cannot read: {error}") from None
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     return parse_params(data, str(path))

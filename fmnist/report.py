@@ -21,14 +21,20 @@ HISTORY_SERIES = {
 
 def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """Per-epoch training history from a dvclive directory: epoch (from 1) and four series."""
-    history = pd.DataFrame()
+    columns = {}
     for column, relative in HISTORY_SERIES.items():
         path = Path(live_dir) / relative
         try:
-            series = pd.read_csv(path, sep="\t")
+            columns[column] = pd.read_csv(path, sep="\t").iloc[:, -1].to_numpy()
         except FileNotFoundError:
             raise DataError(f"{path}: not found (run the train stage: dvc repro train)") from None
-        history[column] = series.iloc[:, -1].to_numpy()
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError) as error:
+            raise DataError(f"{path}: not a dvclive series ({error})") from None
+    lengths = {HISTORY_SERIES[column]: len(values) for column, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        described = ", ".join(f"{path}: {length}" for path, length in lengths.items())
+        raise DataError(f"{live_dir}: per-epoch series of different lengths ({described})")
+    history = pd.DataFrame(columns)
     history.insert(0, "epoch", range(1, len(history) + 1))
     return history
 

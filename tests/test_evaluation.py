@@ -1,0 +1,121 @@
+"""Tests of the test-set metrics on hand-made labels and probabilities."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss
+
+from fmnist import CLASS_NAMES
+from fmnist.evaluation import classification_metrics, confusion, most_confused_pairs
+
+# Every class twice; three mistakes: T-shirt/top -> Shirt, Coat -> Pullover, Shirt -> T-shirt/top.
+LABELS = np.repeat(np.arange(10), 2)
+PREDICTED = LABELS.copy()
+PREDICTED[[1, 9, 13]] = [6, 2, 0]
+CONFIDENCE = 0.91  # probability of the predicted class; the other nine share the rest
+
+
+def probabilities_for(predicted: np.ndarray) -> np.ndarray:
+    probabilities = np.full((len(predicted), 10), (1 - CONFIDENCE) / 9)
+    probabilities[np.arange(len(predicted)), predicted] = CONFIDENCE
+    return probabilities
+
+
+PROBABILITIES = probabilities_for(PREDICTED)
+
+
+def test_accuracy_and_loss() -> None:
+    metrics = classification_metrics(LABELS, PROBABILITIES)
+
+    expected_loss = -(17 * math.log(CONFIDENCE) + 3 * math.log((1 - CONFIDENCE) / 9)) / 20
+    assert metrics["accuracy"] == 0.85
+    assert metrics["loss"] == round(expected_loss, 4)
+    assert metrics["loss"] == round(log_loss(LABELS, PROBABILITIES), 4)
+
+
+def test_per_class_values_are_keyed_by_class_name() -> None:
+    per_class = classification_metrics(LABELS, PROBABILITIES)["per_class"]
+
+    assert list(per_class) == list(CLASS_NAMES)
+    assert per_class["T-shirt/top"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert per_class["Pullover"] == {"precision": 0.6667, "recall": 1.0, "f1": 0.8}
+    assert per_class["Coat"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667}
+    assert per_class["Shirt"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert per_class["Bag"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+
+
+def test_macro_values_average_the_ten_classes() -> None:
+    macro = classification_metrics(LABELS, PROBABILITIES)["macro"]
+
+    assert macro == {
+        "precision": round((0.5 + 2 / 3 + 1 + 0.5 + 6) / 10, 4),
+        "recall": round((0.5 + 1 + 0.5 + 0.5 + 6) / 10, 4),
+        "f1": round((0.5 + 0.8 + 2 / 3 + 0.5 + 6) / 10, 4),
+    }
+    assert macro == {"precision": 0.8667, "recall": 0.85, "f1": 0.8467}
+
+
+def test_metrics_accept_float32_probabilities_without_warnings() -> None:
+    """A float32 softmax sums to one only up to rounding, which sklearn would warn about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = classification_metrics(LABELS, PROBABILITIES.astype(np.float32))
+
+    assert metrics["accuracy"] == 0.85
+    assert metrics["loss"] == pytest.approx(round(log_loss(LABELS, PROBABILITIES), 4), abs=1e-4)
+
+
+def test_confusion_counts_true_rows_against_predicted_columns() -> None:
+    matrix = confusion(LABELS, PREDICTED)
+
+    expected = np.diag([1, 2, 2, 2, 1, 2, 1, 2, 2, 2])
+    expected[0, 6] = expected[4, 2] = expected[6, 0] = 1
+    assert matrix.shape == (10, 10)
+    np.testing.assert_array_equal(matrix, expected)
+
+
+def test_confusion_has_ten_rows_even_when_classes_are_absent() -> None:
+    matrix = confusion(np.array([3, 3]), np.array([3, 5]))
+
+    assert matrix.shape == (10, 10)
+    assert matrix.sum() == 2
+    assert (matrix[3, 3], matrix[3, 5]) == (1, 1)
+
+
+def test_most_confused_pairs_orders_by_count_then_class_and_skips_the_diagonal() -> None:
+    matrix = np.zeros((10, 10), dtype=np.int64)
+    matrix[2, 2] = 100  # correct predictions never count as confusion
+    matrix[6, 0] = 7
+    matrix[3, 1] = 5
+    matrix[1, 3] = 5
+    matrix[4, 6] = 2
+    original = matrix.copy()
+
+    pairs = most_confused_pairs(matrix, count=5)
+
+    assert pairs == [
+        {"true": "Shirt", "predicted": "T-shirt/top", "count": 7},
+        {"true": "Trouser", "predicted": "Dress", "count": 5},
+        {"true": "Dress", "predicted": "Trouser", "count": 5},
+        {"true": "Coat", "predicted": "Shirt", "count": 2},
+    ]
+    np.testing.assert_array_equal(matrix, original)
+
+
+def test_most_confused_pairs_returns_at_most_count_pairs() -> None:
+    matrix = np.arange(100).reshape(10, 10)
+
+    pairs = most_confused_pairs(matrix, count=2)
+
+    assert pairs == [
+        {"true": "Ankle boot", "predicted": "Bag", "count": 98},
+        {"true": "Ankle boot", "predicted": "Sneaker", "count": 97},
+    ]
+
+
+def test_most_confused_pairs_is_empty_without_errors() -> None:
+    assert most_confused_pairs(np.diag(np.full(10, 50))) == []

@@ -1,0 +1,204 @@
+"""Tests of the network builder and training loop on tiny synthetic images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from fmnist.data import Split
+from fmnist.errors import DataError, TrainingError
+from fmnist.model import (
+    build_model,
+    build_optimizer,
+    load_model,
+    predict_probabilities,
+    seed_everything,
+    train_model,
+)
+from fmnist.params import TrainParams
+
+PARAMS = TrainParams(
+    hidden_units=[16, 8],
+    activation="sigmoid",
+    dropout=0.5,
+    optimizer="sgd",
+    learning_rate=0.01,
+    batch_size=32,
+    epochs=1,
+)
+
+
+def make_data(count: int, seed: int) -> Split:
+    generator = np.random.default_rng(seed)
+    images = generator.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    labels = (np.arange(count) % 10).astype(np.uint8)
+    return Split(images, labels)
+
+
+TRAIN, VALIDATION = make_data(160, seed=1), make_data(40, seed=2)
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-values))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def test_model_takes_uint8_images_and_returns_ten_probabilities() -> None:
+    model = build_model(PARAMS)
+
+    assert model.input_shape == (None, 28, 28)
+    assert model.inputs[0].dtype == "uint8"
+    assert model.output_shape == (None, 10)
+
+
+def test_dense_layers_follow_hidden_units_and_activation() -> None:
+    model = build_model(PARAMS)
+
+    dense_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense_layers] == [16, 8, 10]
+    assert [layer.get_config()["activation"] for layer in dense_layers] == [
+        "sigmoid",
+        "sigmoid",
+        "softmax",
+    ]
+
+
+@pytest.mark.parametrize(("dropout", "expected_layers"), [(0.5, 2), (0.0, 0)])
+def test_dropout_layers_exist_only_when_dropout_is_positive(
+    dropout: float, expected_layers: int
+) -> None:
+    model = build_model(PARAMS.model_copy(update={"dropout": dropout}))
+
+    rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert rates == [dropout] * expected_layers
+
+
+def test_first_layer_rescales_pixels_to_the_unit_interval() -> None:
+    model = build_model(PARAMS)
+    scaling = keras.Model(model.input, model.get_layer("scale_pixels").output)
+    images = np.stack([np.full((28, 28), value, np.uint8) for value in (0, 51, 255)])
+
+    scaled = np.asarray(scaling(images))
+
+    assert scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled[0], 0.0)
+    np.testing.assert_allclose(scaled[1], 0.2, rtol=1e-6)
+    np.testing.assert_allclose(scaled[2], 1.0, rtol=1e-6)
+
+
+def test_predictions_equal_a_numpy_forward_pass_on_pixels_over_255() -> None:
+    """Rescaling, both sigmoid layers and the softmax, with dropout inactive at inference."""
+    model = build_model(PARAMS)
+    images = np.concatenate([np.full((1, 28, 28), 255, np.uint8), make_data(4, seed=3).images])
+    first_weights, first_bias, second_weights, second_bias, last_weights, last_bias = (
+        model.get_weights()
+    )
+
+    hidden = sigmoid(images.reshape(len(images), -1) / 255 @ first_weights + first_bias)
+    hidden = sigmoid(hidden @ second_weights + second_bias)
+    expected = softmax(hidden @ last_weights + last_bias)
+
+    np.testing.assert_allclose(predict_probabilities(model, images), expected, atol=1e-5)
+
+
+def test_probabilities_are_non_negative_rows_summing_to_one() -> None:
+    probabilities = predict_probabilities(build_model(PARAMS), make_data(8, seed=4).images)
+
+    assert probabilities.shape == (8, 10)
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "optimizer_class", "learning_rate"),
+    [("sgd", keras.optimizers.SGD, 0.05), ("adam", keras.optimizers.Adam, 0.002)],
+)
+def test_build_optimizer_returns_the_named_optimizer_at_the_learning_rate(
+    name: str, optimizer_class: type, learning_rate: float
+) -> None:
+    params = PARAMS.model_copy(update={"optimizer": name, "learning_rate": learning_rate})
+
+    optimizer = build_optimizer(params)
+
+    assert type(optimizer) is optimizer_class
+    assert float(optimizer.learning_rate) == pytest.approx(learning_rate)
+
+
+def test_train_model_returns_the_model_and_its_history() -> None:
+    seed_everything(0)
+
+    model, history = train_model(PARAMS, TRAIN, VALIDATION)
+
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == PARAMS.epochs for values in history.values())
+    assert np.all(np.isfinite(history["loss"]))
+    assert 0 <= history["val_accuracy"][0] <= 1
+    assert model.output_shape == (None, 10)
+
+
+def test_train_model_raises_when_the_loss_diverges() -> None:
+    # A learning rate of 1e30 makes the ReLU activations overflow to inf, and the loss NaN.
+    params = PARAMS.model_copy(
+        update={"activation": "relu", "dropout": 0.0, "learning_rate": 1e30, "epochs": 3}
+    )
+    seed_everything(0)
+
+    with pytest.raises(TrainingError, match="training diverged") as caught:
+        train_model(params, TRAIN, VALIDATION)
+
+    assert "in epoch 1 of 3" in str(caught.value)
+    assert "lower train.learning_rate (1e+30)" in str(caught.value)
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not() -> None:
+    seed_everything(7)
+    first, first_history = train_model(PARAMS, TRAIN, VALIDATION)
+    seed_everything(7)
+    second, second_history = train_model(PARAMS, TRAIN, VALIDATION)
+    seed_everything(8)
+    third, _ = train_model(PARAMS, TRAIN, VALIDATION)
+
+    for first_array, second_array in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(first_array, second_array)
+    assert first_history == second_history
+    assert not np.array_equal(first.get_weights()[0], third.get_weights()[0])
+
+
+def test_saved_model_loads_and_predicts_the_same(tmp_path: Path) -> None:
+    model = build_model(PARAMS)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    images = make_data(4, seed=5).images
+
+    loaded = load_model(path)
+
+    np.testing.assert_allclose(
+        predict_probabilities(loaded, images), predict_probabilities(model, images), atol=1e-6
+    )
+
+
+def test_load_model_rejects_a_missing_path(tmp_path: Path) -> None:
+    path = tmp_path / "model.keras"
+
+    with pytest.raises(DataError) as caught:
+        load_model(path)
+
+    assert str(caught.value) == f"{path}: not found (run the train stage: dvc repro train)"
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.h5"])
+def test_load_model_rejects_a_garbage_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"not a model at all" * 8)
+
+    with pytest.raises(DataError) as caught:
+        load_model(path)
+
+    assert str(caught.value).startswith(f"{path}: not a loadable Keras model (")

@@ -1,0 +1,193 @@
+"""Tests of the report: the dvclive history reader, the markdown and the PNG figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmnist import CLASS_NAMES
+from fmnist.errors import DataError
+from fmnist.params import load_params
+from fmnist.plots import plot_confusion, plot_curves, plot_image_grid, save_figure
+from fmnist.report import HISTORY_SERIES, read_history, render_report
+
+REPOSITORY_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SERIES = {
+    "train_loss": [0.9, 0.6, 0.5],
+    "val_loss": [0.8, 0.7, 0.65],
+    "train_accuracy": [0.6, 0.75, 0.8],
+    "val_accuracy": [0.65, 0.7, 0.72],
+}
+
+
+def write_live_directory(directory: Path, series: dict[str, list[float]]) -> Path:
+    """The four TSV files that dvclive's Keras callback writes, one row per epoch."""
+    for column, values in series.items():
+        path = directory / HISTORY_SERIES[column]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metric = column.split("_", 1)[1]
+        rows = "".join(f"{step}\t{value}\n" for step, value in enumerate(values))
+        path.write_text(f"step\t{metric}\n{rows}", encoding="utf-8")
+    return directory
+
+
+def test_read_history_numbers_epochs_from_one(tmp_path: Path) -> None:
+    history = read_history(write_live_directory(tmp_path, SERIES))
+
+    assert list(history.columns) == ["epoch", *SERIES]
+    assert history["epoch"].tolist() == [1, 2, 3]
+    for column, values in SERIES.items():
+        assert history[column].tolist() == values
+
+
+def test_read_history_rejects_a_missing_series(tmp_path: Path) -> None:
+    write_live_directory(tmp_path, SERIES)
+    missing = tmp_path / HISTORY_SERIES["val_accuracy"]
+    missing.unlink()
+
+    with pytest.raises(DataError) as caught:
+        read_history(tmp_path)
+
+    assert str(caught.value) == f"{missing}: not found (run the train stage: dvc repro train)"
+
+
+def test_read_history_rejects_series_of_different_lengths(tmp_path: Path) -> None:
+    write_live_directory(tmp_path, {**SERIES, "val_loss": SERIES["val_loss"][:2]})
+
+    with pytest.raises(DataError, match=r"eval/loss\.tsv"):
+        read_history(tmp_path)
+
+
+def make_test_metrics() -> dict:
+    per_class = {
+        name: {"precision": 0.8 + index / 100, "recall": 0.7, "f1": 0.75}
+        for index, name in enumerate(CLASS_NAMES)
+    }
+    return {
+        "accuracy": 0.8765,
+        "loss": 0.34567,
+        "macro": {"precision": 0.845, "recall": 0.7, "f1": 0.75},
+        "per_class": per_class,
+    }
+
+
+TRAIN_METRICS = {
+    "train_loss": 0.25,
+    "train_accuracy": 0.91,
+    "val_loss": 0.3125,
+    "val_accuracy": 0.889,
+}
+SPLIT_COUNTS = {
+    "train": dict.fromkeys(CLASS_NAMES, 4800),
+    "val": dict.fromkeys(CLASS_NAMES, 1200),
+    "test": {name: 1000 + index for index, name in enumerate(CLASS_NAMES)},
+}
+CONFUSED_PAIRS = [
+    {"true": "Shirt", "predicted": "T-shirt/top", "count": 123},
+    {"true": "Pullover", "predicted": "Coat", "count": 98},
+]
+FIGURES = {
+    "curves": "../plots/curves.png",
+    "confusion": "../plots/confusion.png",
+    "misclassified": "../plots/misclassified.png",
+}
+
+
+@pytest.fixture(scope="module")
+def report() -> str:
+    return render_report(
+        load_params(REPOSITORY_PARAMS),
+        train_metrics=TRAIN_METRICS,
+        test_metrics=make_test_metrics(),
+        split_counts=SPLIT_COUNTS,
+        confused_pairs=CONFUSED_PAIRS,
+        figures=FIGURES,
+    )
+
+
+def test_report_leads_with_the_test_accuracy_as_a_percentage(report: str) -> None:
+    assert report.startswith("# Fashion-MNIST report\n")
+    assert "| test | **87.65%** | 0.3457 |" in report.splitlines()
+    assert "| validation (last epoch) | 88.90% | 0.3125 |" in report.splitlines()
+    assert "| train (last epoch) | 91.00% | 0.2500 |" in report.splitlines()
+    assert "Macro average on the test set: precision 0.8450, recall 0.7000, F1 0.7500." in report
+
+
+def test_report_describes_the_params_and_split_sizes(report: str) -> None:
+    params = load_params(REPOSITORY_PARAMS)
+    network = " - ".join(str(units) for units in params.train.hidden_units)
+
+    assert f"Dense network {network} ({params.train.activation}, " in report
+    assert "48,000 train / 12,000 val / 10,045 test images" in report
+    assert f"seed {params.seed}." in report
+
+
+def test_report_has_one_row_per_class_with_test_counts(report: str) -> None:
+    lines = report.splitlines()
+    section = lines[
+        lines.index("## Per class (test set)") : lines.index("## Most confused classes")
+    ]
+    class_rows = [line for line in section if line.split(" | ")[0][2:] in CLASS_NAMES]
+
+    assert len(class_rows) == len(CLASS_NAMES)
+    assert "| T-shirt/top | 0.8000 | 0.7000 | 0.7500 | 1,000 |" in class_rows
+    assert "| Ankle boot | 0.8900 | 0.7000 | 0.7500 | 1,009 |" in class_rows
+
+
+def test_report_lists_the_confused_pairs_in_order(report: str) -> None:
+    lines = report.splitlines()
+
+    first = lines.index("| Shirt | T-shirt/top | 123 |")
+    second = lines.index("| Pullover | Coat | 98 |")
+    assert lines.index("## Most confused classes") < first < second
+
+
+def test_report_links_the_three_figures(report: str) -> None:
+    assert "![Loss and accuracy per epoch](../plots/curves.png)" in report
+    assert "![Confusion matrix](../plots/confusion.png)" in report
+    assert "![Misclassified test images](../plots/misclassified.png)" in report
+
+
+def test_image_grid_lays_out_rows_of_columns() -> None:
+    images = np.zeros((7, 28, 28), dtype=np.uint8)
+
+    figure = plot_image_grid(images, [f"image {index}" for index in range(7)], columns=5)
+
+    assert len(figure.axes) == 10
+    assert [axis.get_title() for axis in figure.axes[:7]] == [f"image {i}" for i in range(7)]
+    assert all(axis.get_title() == "" for axis in figure.axes[7:])
+    plt.close(figure)
+
+
+@pytest.mark.parametrize("kind", ["grid", "curves", "confusion"])
+def test_save_figure_writes_a_png_and_no_temporary_file(tmp_path: Path, kind: str) -> None:
+    if kind == "grid":
+        images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+        figure = plot_image_grid(images, ["Shirt\n→ T-shirt/top", "Bag\n→ Sandal", "Coat\n→ Bag"])
+    elif kind == "curves":
+        figure = plot_curves(pd.DataFrame({"epoch": [1, 2, 3], **SERIES}))
+    else:
+        matrix = np.arange(100).reshape(10, 10)
+        figure = plot_confusion(matrix, CLASS_NAMES)
+    path = tmp_path / "figures" / f"{kind}.png"
+
+    save_figure(figure, path)
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > 1000
+    assert [entry.name for entry in path.parent.iterdir()] == [f"{kind}.png"]
+    assert not plt.fignum_exists(figure.number)
+
+
+def test_save_figure_is_byte_identical_across_runs(tmp_path: Path) -> None:
+    history = pd.DataFrame({"epoch": [1, 2, 3], **SERIES})
+
+    save_figure(plot_curves(history), tmp_path / "first.png")
+    save_figure(plot_curves(history), tmp_path / "second.png")
+
+    assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
