@@ -14,6 +14,9 @@ from fmnist import CLASS_NAMES, NUM_CLASSES
 
 DIGITS = 4  # rounding keeps metric diffs readable and free of float noise
 
+# The study's known weak spot: shirts are told apart badly from these three classes.
+SHIRT_LOOKALIKES = ("T-shirt/top", "Pullover", "Coat")
+
 
 def _round(value: float) -> float:
     return round(float(value), DIGITS)
@@ -26,9 +29,14 @@ def _normalised(probabilities: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """Accuracy, loss, macro and per-class precision, recall and F1 (classes by name)."""
+    """Accuracy, loss, macro and per-class precision, recall and F1 (classes by name), and
+    how often shirts are confused with their look-alikes and which pair is confused most.
+    """
     classes = np.arange(NUM_CLASSES)
     predicted = probabilities.argmax(axis=1)
+    matrix = confusion(labels, predicted)
+    shirt = CLASS_NAMES.index("Shirt")
+    worst = most_confused_pairs(matrix, count=1)
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0
     )
@@ -47,6 +55,15 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
                 "f1": _round(f1[index]),
             }
             for index, name in enumerate(CLASS_NAMES)
+        },
+        # Both directions: shirts taken for the other class and the other class for shirts.
+        "shirt_confused_with": {
+            name: int(matrix[shirt, other] + matrix[other, shirt])
+            for name, other in ((name, CLASS_NAMES.index(name)) for name in SHIRT_LOOKALIKES)
+        },
+        "most_confused": {
+            "pair": f"{worst[0]['true']} as {worst[0]['predicted']}" if worst else "none",
+            "count": worst[0]["count"] if worst else 0,
         },
     }
 

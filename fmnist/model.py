@@ -1,4 +1,4 @@
-"""The network, built from its hyperparameters, and the training loop around it."""
+"""The networks, built from their hyperparameters, and the training loop around them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tensorflow as tf
 from fmnist import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.data import Split
 from fmnist.errors import DataError, TrainingError
-from fmnist.params import TrainParams
+from fmnist.params import AugmentParams, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -24,36 +24,130 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def _augment(x: keras.KerasTensor, params: AugmentParams) -> keras.KerasTensor:
+    """Random flips and shifts; Keras applies them in training only, never at inference."""
+    if params.flip:
+        x = keras.layers.RandomFlip("horizontal", name="random_flip")(x)
+    if params.shift > 0:
+        # The background is black (0), so shifted-in pixels are filled with 0, not reflected.
+        x = keras.layers.RandomTranslation(
+            params.shift, params.shift, fill_mode="constant", name="random_shift"
+        )(x)
+    return x
+
+
+def _hidden_layer(
+    x: keras.KerasTensor,
+    layer_class: type[keras.layers.Layer],
+    params: TrainParams,
+    name: str,
+    **options: object,
+) -> keras.KerasTensor:
+    """A Dense or Conv2D layer with the activation, or with batch norm before the activation.
+
+    With batch norm the layer has no bias (batch norm's own offset makes it redundant).
+    """
+    regularizer = keras.regularizers.L2(params.l2) if params.l2 else None
+    if not params.batch_norm:
+        layer = layer_class(
+            activation=params.activation, kernel_regularizer=regularizer, name=name, **options
+        )
+        return layer(x)
+    layer = layer_class(use_bias=False, kernel_regularizer=regularizer, name=name, **options)
+    x = keras.layers.BatchNormalization(name=f"{name}_batch_norm")(layer(x))
+    return keras.layers.Activation(params.activation, name=f"{name}_{params.activation}")(x)
+
+
+def _dropout(x: keras.KerasTensor, params: TrainParams, name: str) -> keras.KerasTensor:
+    if params.dropout > 0:
+        x = keras.layers.Dropout(params.dropout, name=f"{name}_dropout")(x)
+    return x
+
+
 def build_model(params: TrainParams) -> keras.Model:
-    """A dense classifier: uint8 image in, class probabilities out.
+    """A classifier of uint8 images into class probabilities, as ``params`` describe it.
 
     Pixel scaling to [0, 1] is the model's first layer, so training, evaluation and anyone
     loading the saved model feed raw uint8 images and cannot disagree about normalisation.
     """
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1 / 255, name="scale_pixels")(inputs)
+    x = keras.layers.Reshape((*IMAGE_SHAPE, 1), name="add_channel")(x)
+    x = _augment(x, params.augment)
+    if params.model == "cnn":
+        cnn = params.cnn
+        for index, filters in enumerate(cnn.filters, start=1):
+            name = f"conv_{index}"
+            x = _hidden_layer(
+                x, keras.layers.Conv2D, params, name, filters=filters, kernel_size=cnn.kernel_size
+            )
+            x = keras.layers.MaxPooling2D(cnn.pool_size, name=f"{name}_pool")(x)
+            x = _dropout(x, params, name)
+        hidden_units = [cnn.dense_units]
+    else:
+        hidden_units = params.hidden_units
     x = keras.layers.Flatten(name="flatten")(x)
-    for index, units in enumerate(params.hidden_units, start=1):
-        x = keras.layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
-        if params.dropout > 0:
-            x = keras.layers.Dropout(params.dropout, name=f"dropout_{index}")(x)
+    for index, units in enumerate(hidden_units, start=1):
+        name = f"dense_{index}"
+        x = _hidden_layer(x, keras.layers.Dense, params, name, units=units)
+        x = _dropout(x, params, name)
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="dense_classifier")
+    return keras.Model(inputs, outputs, name=f"{params.model}_classifier")
 
 
-def build_optimizer(params: TrainParams) -> keras.optimizers.Optimizer:
-    """The optimiser that ``params.optimizer`` names, at ``params.learning_rate``."""
-    optimizers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
-    return optimizers[params.optimizer](learning_rate=params.learning_rate)
+def learning_rate_schedule(
+    params: TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate, constant or decaying per step as ``params.schedule`` says."""
+    if params.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            params.learning_rate, decay_steps=params.epochs * steps_per_epoch
+        )
+    if params.schedule == "step":
+        return keras.optimizers.schedules.ExponentialDecay(
+            params.learning_rate,
+            decay_steps=params.decay_every * steps_per_epoch,
+            decay_rate=params.decay_factor,
+            staircase=True,
+        )
+    return params.learning_rate
 
 
-def compile_model(model: keras.Model, params: TrainParams) -> keras.Model:
+def build_optimizer(params: TrainParams, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    """The optimiser that ``params.optimizer`` names, with its settings and schedule."""
+    rate = learning_rate_schedule(params, steps_per_epoch)
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=params.momentum, nesterov=params.nesterov)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=params.weight_decay)
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(rate)
+    return keras.optimizers.Adam(rate)
+
+
+def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int = 1) -> None:
+    # One-hot targets, because only the categorical loss supports label smoothing.
     model.compile(
-        optimizer=build_optimizer(params),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=build_optimizer(params, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    return model
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """Float32 one-hot rows ``(n, 10)`` for class indices."""
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def kept_epoch(history: dict[str, list[float]], params: TrainParams) -> int:
+    """The epoch (from 1) whose weights the trained model holds.
+
+    With early stopping and ``restore_best``, Keras restores the first epoch with the lowest
+    validation loss; otherwise the model is that of the last epoch.
+    """
+    if params.early_stopping.patience > 0 and params.early_stopping.restore_best:
+        return int(np.argmin(history["val_loss"])) + 1
+    return len(history["loss"])
 
 
 def train_model(
@@ -66,23 +160,36 @@ def train_model(
 
     Raises TrainingError if the loss stops being finite, so a diverged model is never saved.
     """
-    model = compile_model(build_model(params), params)
+    model = build_model(params)
+    steps_per_epoch = -(-len(train.labels) // params.batch_size)
+    compile_model(model, params, steps_per_epoch)
     log.info(
-        "training %s parameters on %s images, validating on %s, %d epochs of batch %d",
+        "training a %s network of %s parameters on %s images, validating on %s, "
+        "%d epochs of batch %d",
+        params.model,
         f"{model.count_params():,}",
         f"{len(train.labels):,}",
         f"{len(val.labels):,}",
         params.epochs,
         params.batch_size,
     )
+    all_callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if params.early_stopping.patience > 0:
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=params.early_stopping.patience,
+                restore_best_weights=params.early_stopping.restore_best,
+            )
+        )
     history = model.fit(
         train.images,
-        train.labels,
-        validation_data=(val.images, val.labels),
+        one_hot(train.labels),
+        validation_data=(val.images, one_hot(val.labels)),
         batch_size=params.batch_size,
         epochs=params.epochs,
         shuffle=True,
-        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
+        callbacks=[*all_callbacks, *callbacks],
         verbose=2,
     ).history
     losses = np.asarray(history["loss"], dtype=np.float64)
@@ -101,10 +208,10 @@ def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
 
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:
-    """Load a model saved by the train stage."""
+    """Load a model saved by the train stage, for inference (no optimiser state)."""
     if not os.path.exists(path):
         raise DataError(f"{path}: not found (run the train stage: dvc repro train)")
     try:
-        return keras.saving.load_model(path)
+        return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError) as error:
         raise DataError(f"{path}: not a loadable Keras model ({error})") from None

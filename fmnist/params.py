@@ -62,12 +62,61 @@ class SplitParams(Section):
     """Fraction of the training images held out for validation."""
 
 
+class CnnParams(Section):
+    """The convolutional network: conv blocks, then one hidden Dense layer."""
+
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    """One block per entry: Conv2D with that many filters, then max pooling."""
+    kernel_size: PositiveInt
+    pool_size: PositiveInt
+    dense_units: PositiveInt
+
+
+class EarlyStoppingParams(Section):
+    patience: Annotated[int, Field(ge=0)]
+    """Epochs without a lower validation loss before training stops; 0 never stops early."""
+    restore_best: bool
+    """Keep the weights of the epoch with the lowest validation loss."""
+
+
+class AugmentParams(Section):
+    """Random changes to training images only; evaluation always sees the images as they are."""
+
+    shift: Annotated[float, Field(ge=0, lt=0.5)]
+    """Largest shift, as a fraction of the image size, in each direction; 0 for none."""
+    flip: bool
+    """Mirror images left to right at random."""
+
+
 class TrainParams(Section):
+    model: Literal["dense", "cnn"]
     hidden_units: Annotated[list[PositiveInt], Field(min_length=1)]
+    """dense: one Dense layer per entry."""
     activation: Literal["relu", "sigmoid", "tanh", "elu", "gelu"]
     dropout: Annotated[float, Field(ge=0, lt=1)]
-    optimizer: Literal["sgd", "adam"]
+    """Fraction of units dropped after each hidden layer in training; 0 for none."""
+    batch_norm: bool
+    """Batch normalisation before each hidden activation."""
+    l2: Annotated[float, Field(ge=0)]
+    """L2 penalty on the kernels of the hidden layers; 0 for none."""
+    cnn: CnnParams
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    """sgd only."""
+    nesterov: bool
+    """sgd only."""
+    weight_decay: Annotated[float, Field(ge=0)]
+    """adamw only: decoupled weight decay."""
+    schedule: Literal["constant", "cosine", "step"]
+    """Learning rate over training: constant, cosine decay to 0, or step decay."""
+    decay_every: PositiveInt
+    """step only: epochs between decays."""
+    decay_factor: Fraction
+    """step only: the learning rate is multiplied by this at each decay."""
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    early_stopping: EarlyStoppingParams
+    augment: AugmentParams
     batch_size: PositiveInt
     epochs: PositiveInt
 

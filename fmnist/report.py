@@ -43,6 +43,44 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def describe_model(params: Params) -> str:
+    """One sentence naming the network and how it was trained."""
+    train = params.train
+    if train.model == "cnn":
+        cnn = train.cnn
+        blocks = ", ".join(f"{filters}" for filters in cnn.filters)
+        network = (
+            f"CNN: Conv2D ({blocks} filters of {cnn.kernel_size}x{cnn.kernel_size}, each "
+            f"with {cnn.pool_size}x{cnn.pool_size} max pooling), Dense {cnn.dense_units}"
+        )
+    else:
+        network = "Dense network " + " - ".join(str(units) for units in train.hidden_units)
+    extras = [f"dropout {train.dropout}"] if train.dropout else []
+    extras += ["batch norm"] if train.batch_norm else []
+    extras += [f"L2 {train.l2:g}"] if train.l2 else []
+    extras += [f"label smoothing {train.label_smoothing:g}"] if train.label_smoothing else []
+    augment = train.augment
+    if augment.flip or augment.shift:
+        extras += [
+            "augmented: "
+            + " and ".join(
+                (["flips"] if augment.flip else [])
+                + ([f"shifts up to {augment.shift:g}"] if augment.shift else [])
+            )
+        ]
+    schedule = "" if train.schedule == "constant" else f" with {train.schedule} decay"
+    stopping = (
+        f", early stopping after {train.early_stopping.patience} epochs without improvement"
+        if train.early_stopping.patience
+        else ""
+    )
+    return (
+        f"{network} ({', '.join([train.activation, *extras])}); {train.optimizer} at learning "
+        f"rate {train.learning_rate:g}{schedule}, batch {train.batch_size}, up to "
+        f"{train.epochs} epochs{stopping}."
+    )
+
+
 def render_report(
     params: Params,
     train_metrics: dict,
@@ -55,23 +93,20 @@ def render_report(
 
     ``split_counts`` gives the number of images of each class in each split, by split name.
     """
-    train = params.train
-    network = " - ".join(str(units) for units in train.hidden_units)
     sizes = " / ".join(f"{sum(counts.values()):,} {name}" for name, counts in split_counts.items())
+    epoch = train_metrics["kept_epoch"]
     lines = [
         "# Fashion-MNIST report",
         "",
-        f"Dense network {network} ({train.activation}, dropout {train.dropout}), "
-        f"{train.optimizer} at learning rate {train.learning_rate}, batch {train.batch_size}, "
-        f"{train.epochs} epochs. Split `{params.split.method}`: {sizes} images; "
+        f"{describe_model(params)} Split `{params.split.method}`: {sizes} images; "
         f"seed {params.seed}.",
         "",
         "| | accuracy | loss |",
         "|---|---:|---:|",
         f"| test | **{_percent(test_metrics['accuracy'])}** | {test_metrics['loss']:.4f} |",
-        f"| validation (last epoch) | {_percent(train_metrics['val_accuracy'])} "
+        f"| validation (epoch {epoch}) | {_percent(train_metrics['val_accuracy'])} "
         f"| {train_metrics['val_loss']:.4f} |",
-        f"| train (last epoch) | {_percent(train_metrics['train_accuracy'])} "
+        f"| train (epoch {epoch}) | {_percent(train_metrics['train_accuracy'])} "
         f"| {train_metrics['train_loss']:.4f} |",
         "",
         "Macro average on the test set: precision {precision:.4f}, recall {recall:.4f}, "

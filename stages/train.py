@@ -10,7 +10,7 @@ from dvclive.keras import DVCLiveCallback
 from fmnist.cli import run_stage
 from fmnist.data import load_split
 from fmnist.files import atomic_directory, atomic_path, write_json
-from fmnist.model import seed_everything, train_model
+from fmnist.model import kept_epoch, seed_everything, train_model
 from fmnist.params import load_params
 
 log = logging.getLogger("train")
@@ -34,18 +34,25 @@ def main() -> None:
             model, history = train_model(params.train, train, val, [DVCLiveCallback(live=live)])
         with atomic_path(args.model) as model_path:
             model.save(model_path)
-    last = {name: round(float(values[-1]), 4) for name, values in history.items()}
+    epoch = kept_epoch(history, params.train)
+    kept = {name: round(float(values[epoch - 1]), 4) for name, values in history.items()}
     write_json(
         args.metrics,
         {
             "epochs": len(history["loss"]),
-            "train_loss": last["loss"],
-            "train_accuracy": last["accuracy"],
-            "val_loss": last["val_loss"],
-            "val_accuracy": last["val_accuracy"],
+            "kept_epoch": epoch,
+            "train_loss": kept["loss"],
+            "train_accuracy": kept["accuracy"],
+            "val_loss": kept["val_loss"],
+            "val_accuracy": kept["val_accuracy"],
         },
     )
-    log.info("validation accuracy %.4f after %d epochs", last["val_accuracy"], len(history["loss"]))
+    log.info(
+        "validation accuracy %.4f (epoch %d of %d)",
+        kept["val_accuracy"],
+        epoch,
+        len(history["loss"]),
+    )
 
 
 if __name__ == "__main__":

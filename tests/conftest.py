@@ -11,6 +11,7 @@ import pytest
 
 from fmnist import IMAGE_SHAPE, NUM_CLASSES, RAW_FILES
 from fmnist.idx import encode_idx
+from fmnist.params import TrainParams, load_params
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,3 +48,17 @@ def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     """A directory of small synthetic IDX files and their checksums, shared by the session."""
     directory = tmp_path_factory.mktemp("synthetic-fashion-mnist")
     return directory, write_synthetic_source(directory)
+
+
+def make_train_params(**overrides: object) -> TrainParams:
+    """The repository's ``train`` params with ``overrides``, validated like params.yaml.
+
+    Nested sections (``cnn``, ``early_stopping``, ``augment``) take a dict of the keys to change.
+    """
+    values = load_params(REPOSITORY_ROOT / "params.yaml").train.model_dump()
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return TrainParams.model_validate(values)

@@ -119,3 +119,18 @@ def test_most_confused_pairs_returns_at_most_count_pairs() -> None:
 
 def test_most_confused_pairs_is_empty_without_errors() -> None:
     assert most_confused_pairs(np.diag(np.full(10, 50))) == []
+
+
+def test_shirt_confusions_count_both_directions_and_the_worst_pair_is_named() -> None:
+    # The three mistakes: T-shirt/top as Shirt, Coat as Pullover, Shirt as T-shirt/top.
+    metrics = classification_metrics(LABELS, PROBABILITIES)
+
+    assert metrics["shirt_confused_with"] == {"T-shirt/top": 2, "Pullover": 0, "Coat": 0}
+    assert metrics["most_confused"] == {"pair": "T-shirt/top as Shirt", "count": 1}
+
+
+def test_no_mistakes_means_no_confused_pair() -> None:
+    metrics = classification_metrics(LABELS, probabilities_for(LABELS))
+
+    assert metrics["most_confused"] == {"pair": "none", "count": 0}
+    assert set(metrics["shirt_confused_with"].values()) == {0}

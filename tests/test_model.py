@@ -13,19 +13,30 @@ from fmnist.errors import DataError, TrainingError
 from fmnist.model import (
     build_model,
     build_optimizer,
+    compile_model,
+    kept_epoch,
+    learning_rate_schedule,
     load_model,
     predict_probabilities,
     seed_everything,
     train_model,
 )
-from fmnist.params import TrainParams
+from tests.conftest import make_train_params
 
-PARAMS = TrainParams(
+PARAMS = make_train_params(
+    model="dense",
     hidden_units=[16, 8],
     activation="sigmoid",
     dropout=0.5,
+    batch_norm=False,
+    l2=0.0,
     optimizer="sgd",
     learning_rate=0.01,
+    momentum=0.0,
+    schedule="constant",
+    label_smoothing=0.0,
+    early_stopping={"patience": 0},
+    augment={"shift": 0.0, "flip": False},
     batch_size=32,
     epochs=1,
 )
@@ -74,7 +85,7 @@ def test_dense_layers_follow_hidden_units_and_activation() -> None:
 def test_dropout_layers_exist_only_when_dropout_is_positive(
     dropout: float, expected_layers: int
 ) -> None:
-    model = build_model(PARAMS.model_copy(update={"dropout": dropout}))
+    model = build_model(make_train_params(**{**PARAMS.model_dump(), "dropout": dropout}))
 
     rates = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert rates == [dropout] * expected_layers
@@ -123,7 +134,9 @@ def test_probabilities_are_non_negative_rows_summing_to_one() -> None:
 def test_build_optimizer_returns_the_named_optimizer_at_the_learning_rate(
     name: str, optimizer_class: type, learning_rate: float
 ) -> None:
-    params = PARAMS.model_copy(update={"optimizer": name, "learning_rate": learning_rate})
+    params = make_train_params(
+        **{**PARAMS.model_dump(), "optimizer": name, "learning_rate": learning_rate}
+    )
 
     optimizer = build_optimizer(params)
 
@@ -145,8 +158,14 @@ def test_train_model_returns_the_model_and_its_history() -> None:
 
 def test_train_model_raises_when_the_loss_diverges() -> None:
     # A learning rate of 1e30 makes the ReLU activations overflow to inf, and the loss NaN.
-    params = PARAMS.model_copy(
-        update={"activation": "relu", "dropout": 0.0, "learning_rate": 1e30, "epochs": 3}
+    params = make_train_params(
+        **{
+            **PARAMS.model_dump(),
+            "activation": "relu",
+            "dropout": 0.0,
+            "learning_rate": 1e30,
+            "epochs": 3,
+        }
     )
     seed_everything(0)
 
@@ -202,3 +221,163 @@ def test_load_model_rejects_a_garbage_file(tmp_path: Path, name: str) -> None:
         load_model(path)
 
     assert str(caught.value).startswith(f"{path}: not a loadable Keras model (")
+
+
+# --- the options of issue "the study's experiments": each changes the model as it says ------
+
+
+def layers_of(model: keras.Model, layer_class: type) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if isinstance(layer, layer_class)]
+
+
+def with_options(**overrides: object):
+    return make_train_params(**{**PARAMS.model_dump(), **overrides})
+
+
+def test_cnn_baseline_has_the_study_layers_and_parameter_count() -> None:
+    params = with_options(
+        model="cnn",
+        activation="relu",
+        dropout=0.0,
+        cnn={"filters": [32], "kernel_size": 3, "pool_size": 2, "dense_units": 128},
+    )
+
+    model = build_model(params)
+
+    (conv,) = layers_of(model, keras.layers.Conv2D)
+    assert (conv.filters, conv.kernel_size, conv.get_config()["activation"]) == (32, (3, 3), "relu")
+    assert [layer.pool_size for layer in layers_of(model, keras.layers.MaxPooling2D)] == [(2, 2)]
+    assert [layer.units for layer in layers_of(model, keras.layers.Dense)] == [128, 10]
+    # conv 3*3*32+32, dense 13*13*32*128+128, output 128*10+10
+    assert model.count_params() == 320 + 692_352 + 1_290
+
+
+def test_cnn_has_one_conv_block_per_filters_entry() -> None:
+    params = with_options(
+        model="cnn", cnn={"filters": [8, 16], "kernel_size": 3, "pool_size": 2, "dense_units": 32}
+    )
+
+    model = build_model(params)
+
+    assert [layer.filters for layer in layers_of(model, keras.layers.Conv2D)] == [8, 16]
+    assert len(layers_of(model, keras.layers.MaxPooling2D)) == 2
+    # Dropout after each conv block and after the hidden Dense layer.
+    assert len(layers_of(model, keras.layers.Dropout)) == 3
+
+
+def test_batch_norm_goes_before_each_hidden_activation_and_drops_the_bias() -> None:
+    model = build_model(with_options(batch_norm=True))
+
+    assert len(layers_of(model, keras.layers.BatchNormalization)) == 2
+    hidden = layers_of(model, keras.layers.Dense)[:-1]
+    assert [layer.use_bias for layer in hidden] == [False, False]
+    assert [layer.get_config()["activation"] for layer in hidden] == ["linear", "linear"]
+    names = [layer.name for layer in model.layers]
+    assert names.index("dense_1_batch_norm") < names.index("dense_1_sigmoid")
+
+
+def test_l2_penalises_the_hidden_kernels_only() -> None:
+    model = build_model(with_options(l2=1e-3))
+
+    hidden, output = layers_of(model, keras.layers.Dense)[:-1], model.get_layer("probabilities")
+    assert [layer.kernel_regularizer.l2 for layer in hidden] == pytest.approx([1e-3, 1e-3])
+    assert output.kernel_regularizer is None
+
+
+@pytest.mark.parametrize(
+    ("options", "optimizer_class", "settings"),
+    [
+        (
+            {"optimizer": "sgd", "momentum": 0.9, "nesterov": True},
+            keras.optimizers.SGD,
+            {"momentum": 0.9, "nesterov": True},
+        ),
+        (
+            {"optimizer": "adamw", "weight_decay": 1e-4},
+            keras.optimizers.AdamW,
+            {"weight_decay": 1e-4},
+        ),
+        ({"optimizer": "rmsprop"}, keras.optimizers.RMSprop, {}),
+    ],
+    ids=["sgd-momentum-nesterov", "adamw", "rmsprop"],
+)
+def test_optimizer_settings_reach_the_optimizer(
+    options: dict, optimizer_class: type, settings: dict
+) -> None:
+    optimizer = build_optimizer(with_options(**options))
+
+    assert type(optimizer) is optimizer_class
+    config = optimizer.get_config()
+    for key, value in settings.items():
+        assert config[key] == pytest.approx(value)
+
+
+def test_cosine_schedule_decays_to_zero_over_all_epochs() -> None:
+    params = with_options(schedule="cosine", learning_rate=0.1, epochs=4)
+
+    schedule = learning_rate_schedule(params, steps_per_epoch=10)
+
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(20)) == pytest.approx(0.05)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_step_schedule_multiplies_by_the_factor_every_few_epochs() -> None:
+    params = with_options(schedule="step", learning_rate=0.1, decay_every=2, decay_factor=0.5)
+
+    schedule = learning_rate_schedule(params, steps_per_epoch=10)
+
+    assert [float(schedule(step)) for step in (0, 19, 20, 39, 40)] == pytest.approx(
+        [0.1, 0.1, 0.05, 0.05, 0.025]
+    )
+
+
+def test_label_smoothing_reaches_the_loss() -> None:
+    params = with_options(label_smoothing=0.1)
+    model = build_model(params)
+
+    compile_model(model, params)
+
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+
+
+def test_augmentation_changes_training_inputs_only() -> None:
+    params = with_options(dropout=0.0, augment={"shift": 0.2, "flip": True})
+    augmented = build_model(params)
+    plain = build_model(with_options(dropout=0.0))
+    plain.set_weights(augmented.get_weights())  # augmentation layers have no weights
+    images = make_data(16, seed=6).images
+    seed_everything(0)
+
+    inference = np.asarray(augmented(images, training=False))
+    training = np.asarray(augmented(images, training=True))
+
+    assert {layer.name for layer in augmented.layers} >= {"random_flip", "random_shift"}
+    np.testing.assert_allclose(inference, np.asarray(plain(images, training=False)), atol=1e-6)
+    assert not np.allclose(training, inference, atol=1e-3)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch() -> None:
+    # Random labels: validation loss stops improving after an epoch or two of memorising.
+    params = with_options(
+        optimizer="adam",
+        learning_rate=0.01,
+        dropout=0.0,
+        epochs=30,
+        early_stopping={"patience": 2, "restore_best": True},
+    )
+    seed_everything(0)
+
+    _, history = train_model(params, TRAIN, VALIDATION)
+
+    assert len(history["loss"]) < params.epochs
+    best = int(np.argmin(history["val_loss"])) + 1
+    assert kept_epoch(history, params) == best
+    assert len(history["loss"]) == best + 2  # stopped after `patience` epochs without gain
+
+
+def test_without_early_stopping_the_last_epoch_is_kept() -> None:
+    history = {"loss": [3.0, 2.0, 1.0], "val_loss": [1.0, 2.0, 3.0]}
+
+    assert kept_epoch(history, PARAMS) == 3

@@ -76,8 +76,10 @@ MUTATIONS = [
         [
             (
                 "train.hiden_units",
-                "unknown key (allowed: hidden_units, activation, dropout, "
-                "optimizer, learning_rate, batch_size, epochs)",
+                "unknown key (allowed: model, hidden_units, activation, dropout, batch_norm, "
+                "l2, cnn, optimizer, learning_rate, momentum, nesterov, weight_decay, "
+                "schedule, decay_every, decay_factor, label_smoothing, early_stopping, "
+                "augment, batch_size, epochs)",
             ),
             ("train.hidden_units", "missing"),
         ],
@@ -213,9 +215,79 @@ MUTATIONS = [
         id="dropout-negative",
     ),
     pytest.param(
-        {"train.optimizer": "rmsprop"},
-        [("train.optimizer", "'rmsprop' is not one of sgd, adam")],
+        {"train.optimizer": "adagrad"},
+        [("train.optimizer", "'adagrad' is not one of sgd, adam, adamw, rmsprop")],
         id="unknown-optimizer",
+    ),
+    pytest.param(
+        {"train.model": "mlp"},
+        [("train.model", "'mlp' is not one of dense, cnn")],
+        id="unknown-model",
+    ),
+    pytest.param(
+        {"train.schedule": "linear"},
+        [("train.schedule", "'linear' is not one of constant, cosine, step")],
+        id="unknown-schedule",
+    ),
+    pytest.param(
+        {"train.cnn.filters": []},
+        [("train.cnn.filters", "[]: must have at least 1 item, not 0")],
+        id="no-conv-blocks",
+    ),
+    pytest.param(
+        {"train.cnn.kernel_size": 0},
+        [("train.cnn.kernel_size", "0: must be greater than 0")],
+        id="zero-kernel",
+    ),
+    pytest.param(
+        {"train.cnn.kernel": 3},
+        [
+            (
+                "train.cnn.kernel",
+                "unknown key (allowed: filters, kernel_size, pool_size, dense_units)",
+            )
+        ],
+        id="misspelt-cnn-key",
+    ),
+    pytest.param(
+        {"train.momentum": 1.0},
+        [("train.momentum", "1.0: must be less than 1")],
+        id="momentum-one",
+    ),
+    pytest.param(
+        {"train.nesterov": "yes"},
+        [("train.nesterov", "'yes': must be a valid boolean")],
+        id="nesterov-not-bool",
+    ),
+    pytest.param(
+        {"train.decay_factor": 1.0},
+        [("train.decay_factor", "1.0: must be less than 1")],
+        id="decay-factor-one",
+    ),
+    pytest.param(
+        {"train.label_smoothing": -0.1},
+        [("train.label_smoothing", "-0.1: must be greater than or equal to 0")],
+        id="negative-label-smoothing",
+    ),
+    pytest.param(
+        {"train.l2": -1e-4},
+        [("train.l2", "-0.0001: must be greater than or equal to 0")],
+        id="negative-l2",
+    ),
+    pytest.param(
+        {"train.early_stopping.patience": -1},
+        [("train.early_stopping.patience", "-1: must be greater than or equal to 0")],
+        id="negative-patience",
+    ),
+    pytest.param(
+        {"train.augment.shift": 0.5},
+        [("train.augment.shift", "0.5: must be less than 0.5")],
+        id="shift-half-the-image",
+    ),
+    pytest.param(
+        {"train.augment.flip": 1},
+        [("train.augment.flip", "1: must be a valid boolean")],
+        id="flip-not-bool",
     ),
     pytest.param(
         {"split.method": "random"},
@@ -281,7 +353,7 @@ def test_misspelt_activation_gives_the_exact_message(tmp_path: Path) -> None:
 
 
 def test_parse_params_reports_every_problem_on_its_own_line() -> None:
-    document = mutate({"seed": "42", "train.optimizer": "rmsprop", "split.val_size": 2})
+    document = mutate({"seed": "42", "train.optimizer": "adagrad", "split.val_size": 2})
 
     with pytest.raises(ParamsError) as caught:
         parse_params(document, "custom.yaml")
@@ -289,7 +361,7 @@ def test_parse_params_reports_every_problem_on_its_own_line() -> None:
     assert str(caught.value).splitlines() == [
         "custom.yaml: seed: '42': must be a valid integer",
         "custom.yaml: split.val_size: 2: must be less than 1",
-        "custom.yaml: train.optimizer: 'rmsprop' is not one of sgd, adam",
+        "custom.yaml: train.optimizer: 'adagrad' is not one of sgd, adam, adamw, rmsprop",
     ]
 
 

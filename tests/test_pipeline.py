@@ -169,5 +169,5 @@ def test_split_param_change_does_not_refetch(repository: Path, first_run) -> Non
     result = dvc("exp", "run", "-S", "split.method=resplit", cwd=repository)
 
     assert stages_run(result.stdout) == {"split", "train", "evaluate", "report"}
-    counts = json.loads((repository / "metrics/split.json").read_text())
+    counts = json.loads((repository / "reports/split.json").read_text())
     assert sum(counts["test"].values()) == 100  # 20% of the 500 pooled images

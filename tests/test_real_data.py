@@ -17,7 +17,7 @@ from fmnist.data import Split, split_data
 from fmnist.fetch import fetch_dataset
 from fmnist.idx import read_split
 from fmnist.params import load_params
-from tests.conftest import REPOSITORY_ROOT
+from tests.conftest import REPOSITORY_ROOT, make_train_params
 
 DEBIAN_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
 
@@ -50,16 +50,9 @@ def test_official_split_sizes_and_balance(real_splits: dict[str, Split]) -> None
 
 def test_short_training_scores_well_above_chance(real_splits: dict[str, Split]) -> None:
     from fmnist.model import predict_probabilities, seed_everything, train_model
-    from fmnist.params import TrainParams
 
-    params = TrainParams(
-        hidden_units=[64],
-        activation="relu",
-        dropout=0.0,
-        optimizer="adam",
-        learning_rate=0.001,
-        batch_size=256,
-        epochs=1,
+    params = make_train_params(
+        model="dense", hidden_units=[64], dropout=0.0, optimizer="adam", batch_size=256, epochs=1
     )
     seed_everything(42)
     model, history = train_model(params, real_splits["train"], real_splits["val"])

@@ -11,9 +11,9 @@ import pytest
 
 from fmnist import CLASS_NAMES
 from fmnist.errors import DataError
-from fmnist.params import load_params
+from fmnist.params import Params, load_params
 from fmnist.plots import plot_confusion, plot_curves, plot_image_grid, save_figure
-from fmnist.report import HISTORY_SERIES, read_history, render_report
+from fmnist.report import HISTORY_SERIES, describe_model, read_history, render_report
 
 REPOSITORY_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -77,6 +77,8 @@ def make_test_metrics() -> dict:
 
 
 TRAIN_METRICS = {
+    "epochs": 12,
+    "kept_epoch": 9,
     "train_loss": 0.25,
     "train_accuracy": 0.91,
     "val_loss": 0.3125,
@@ -113,8 +115,8 @@ def report() -> str:
 def test_report_leads_with_the_test_accuracy_as_a_percentage(report: str) -> None:
     assert report.startswith("# Fashion-MNIST report\n")
     assert "| test | **87.65%** | 0.3457 |" in report.splitlines()
-    assert "| validation (last epoch) | 88.90% | 0.3125 |" in report.splitlines()
-    assert "| train (last epoch) | 91.00% | 0.2500 |" in report.splitlines()
+    assert "| validation (epoch 9) | 88.90% | 0.3125 |" in report.splitlines()
+    assert "| train (epoch 9) | 91.00% | 0.2500 |" in report.splitlines()
     assert "Macro average on the test set: precision 0.8450, recall 0.7000, F1 0.7500." in report
 
 
@@ -191,3 +193,27 @@ def test_save_figure_is_byte_identical_across_runs(tmp_path: Path) -> None:
     save_figure(plot_curves(history), tmp_path / "second.png")
 
     assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
+
+
+def test_describe_model_names_the_cnn_and_every_option_in_use() -> None:
+    document = load_params(REPOSITORY_PARAMS).model_dump()
+    document["train"].update(
+        model="cnn",
+        cnn={"filters": [32, 64], "kernel_size": 3, "pool_size": 2, "dense_units": 128},
+        dropout=0.25,
+        batch_norm=True,
+        label_smoothing=0.1,
+        augment={"shift": 0.1, "flip": True},
+        optimizer="adamw",
+        schedule="cosine",
+        early_stopping={"patience": 5, "restore_best": True},
+    )
+
+    sentence = describe_model(Params.model_validate(document))
+
+    assert sentence.startswith(
+        "CNN: Conv2D (32, 64 filters of 3x3, each with 2x2 max pooling), Dense 128 (relu, "
+        "dropout 0.25, batch norm, label smoothing 0.1, augmented: flips and shifts up to 0.1); "
+        "adamw at learning rate 0.001 with cosine decay"
+    )
+    assert sentence.endswith("early stopping after 5 epochs without improvement.")
