@@ -8,10 +8,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 DATA_DIR := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data repro test lint clean
+.PHONY: help setup data repro study test lint clean
 
 help:  ## List the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,29 @@ data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch down
 repro: setup data  ## Set everything up and run the pipeline (dvc repro)
 	dvc repro
 
+study: setup data  ## Run every experiment of experiments.yaml, then update the README table
+	python -m fmnist.study run
+	python -m fmnist.study table --readme README.md
+
 test: setup data  ## Set everything up and run the tests
 	python -m pytest
 
 lint: setup  ## Check style and import order with ruff
 	ruff check .
 	ruff format --check .
+
+.PHONY: check-lock review
+BASE ?= main
+
+check-lock: setup  ## Fail if dvc.lock is stale for params.yaml, dvc.yaml or the code (no data needed)
+	python -m fmnist.staleness
+
+review: setup  ## Write review/report.md: params, metrics and plots against BASE (default main)
+	python -m fmnist.review --base $(BASE) --out review
+
+.PHONY: bench
+bench: setup data  ## Measure speed and memory on the real data (about 20 min): bench/results.json
+	python -m bench.run --out bench/results.json
 
 clean:  ## Remove the virtual environment and caches (not the DVC cache or results)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
