@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
+from types import FrameType
 
 from fmnist.errors import PipelineError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled like Ctrl-C, so clean-up code on the way out still runs."""
+
+
+def _terminate(number: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a PipelineError ends it with its message and exit status 1."""
+    """Run a stage's ``main``; a PipelineError ends it with its message and exit status 1.
+
+    Ctrl-C (SIGINT) and SIGTERM end it with one line and the shell's status for the signal
+    (130, 143), after every temporary file has been removed; no traceback either way.
+    """
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
     log = logging.getLogger(name)
+    signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
     try:
         main()
@@ -21,7 +36,13 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         for line in str(error).splitlines():
             log.error("error: %s", line)
         sys.exit(1)
-    except KeyboardInterrupt:
-        log.error("interrupted; outputs written so far are complete, the rest are unchanged")
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        received = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+        log.error(
+            "stopped by %s after %.1f s; outputs written so far are complete, the rest are "
+            "unchanged",
+            received.name,
+            time.perf_counter() - started,
+        )
+        sys.exit(128 + received)
     log.info("done in %.1f s", time.perf_counter() - started)

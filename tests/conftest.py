@@ -62,3 +62,21 @@ def make_train_params(**overrides: object) -> TrainParams:
         else:
             values[key] = value
     return TrainParams.model_validate(values)
+
+
+@pytest.fixture(scope="session")
+def baseline_repository(
+    tmp_path_factory: pytest.TempPathFactory, synthetic_source: tuple[Path, dict[str, str]]
+) -> Path:
+    """A pipeline repository on synthetic data with its first `dvc repro` committed on main.
+
+    Shared by the session: tests copy it (tests.helpers.copy_repository) rather than change it.
+    """
+    from tests.helpers import dvc, git, make_pipeline_repository  # helpers import this module
+
+    source, sha256 = synthetic_source
+    root = make_pipeline_repository(tmp_path_factory.mktemp("baseline"), source, sha256)
+    dvc("repro", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "baseline run", cwd=root)
+    return root

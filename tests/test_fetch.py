@@ -321,6 +321,41 @@ def test_server_errors_stop_after_the_given_attempts(
     assert len(mirror.requests) == 3
 
 
+def test_every_failing_mirror_is_listed_in_order_and_nothing_is_written(
+    tmp_path: Path, start_mirror: Callable[..., Mirror], silent_url: str
+) -> None:
+    dropping = start_mirror(serve_files(PAYLOADS, drop_midway=True))
+    corrupt = start_mirror(serve_files(with_corrupted("train-images-idx3-ubyte")))
+    out = tmp_path / "data" / "raw"
+    out.mkdir(parents=True)
+    (out / "train-images-idx3-ubyte").write_bytes(b"the previous download")
+
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        fetch_dataset([dropping.url, corrupt.url, silent_url], out, sha256=EXPECTED, **QUICK)
+    elapsed = time.monotonic() - started
+
+    tried = str(caught.value).splitlines()[1:4]
+    assert tried[0].startswith(f"  {dropping.url}: train-images-idx3-ubyte.gz: connection dropped")
+    assert tried[0].endswith("(after 2 attempts)")
+    assert tried[1].startswith(f"  {corrupt.url}: train-images-idx3-ubyte: checksum mismatch: ")
+    assert tried[2] == (
+        f"  {silent_url}: train-images-idx3-ubyte.gz: no answer within the 0.5 s timeout "
+        "(after 2 attempts)"
+    )
+    # Retries stay within bounds: two tries where they may help, one for a wrong file.
+    assert len(dropping.requests) == 2
+    assert len(corrupt.requests) == 1
+    assert elapsed < 10
+    # The previous download is untouched and no partial file is left anywhere.
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == [
+        "data",
+        "data/raw",
+        "data/raw/train-images-idx3-ubyte",
+    ]
+    assert (out / "train-images-idx3-ubyte").read_bytes() == b"the previous download"
+
+
 # --- the stage entry point and the real data ----------------------------------------------
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fmnist import files
 from fmnist.errors import PipelineError
 from fmnist.files import (
     atomic_directory,
@@ -57,13 +59,12 @@ def test_write_bytes_and_write_arrays_round_trip(tmp_path: Path) -> None:
     assert names(tmp_path) == ["raw.bin", "split.npz"]
 
 
-def test_atomic_path_yields_a_hidden_sibling_with_the_same_suffix(tmp_path: Path) -> None:
+def test_atomic_path_yields_a_hidden_marked_sibling_with_the_same_suffix(tmp_path: Path) -> None:
     path = tmp_path / "model.keras"
 
     with atomic_path(path) as temporary:
         assert temporary.parent == tmp_path
-        assert temporary.name.startswith(".model.")
-        assert temporary.suffix == ".keras"
+        assert re.fullmatch(r"\.model\.keras\.[a-z0-9_]+\.partial\.keras", temporary.name)
         assert not path.exists()
         temporary.write_bytes(b"weights")
 
@@ -163,3 +164,66 @@ def test_writing_over_a_directory_raises_pipeline_error(tmp_path: Path) -> None:
 
     with pytest.raises(PipelineError, match=re.escape(str(path))):
         write_json(path, {"accuracy": 0.9})
+
+
+def test_atomic_directory_stages_in_a_hidden_marked_sibling(tmp_path: Path) -> None:
+    with atomic_directory(tmp_path / "training") as staging:
+        assert re.fullmatch(r"\.training\.[a-z0-9_]+\.partial", staging.name)
+
+
+def test_an_interrupt_inside_either_writer_leaves_no_temporary_file(tmp_path: Path) -> None:
+    write_json(tmp_path / "metrics.json", {"accuracy": 0.5})
+
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "metrics.json") as temporary:
+        temporary.write_text("{", encoding="utf-8")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_directory(tmp_path / "plots") as staging:
+        (staging / "loss.tsv").write_text("step\tloss\n", encoding="utf-8")
+        raise KeyboardInterrupt
+
+    assert names(tmp_path) == ["metrics.json"]
+
+
+def test_the_next_write_removes_what_a_killed_write_left_behind(tmp_path: Path) -> None:
+    # What SIGKILL leaves: no `finally` ran. Other outputs' leftovers are theirs to remove.
+    stale = [".model.keras.k1ll3d_.partial.keras", ".training.x9y8z7.partial"]
+    others = [".report.md.abc123.partial.md", ".model.keras.notes", "model.keras.bak"]
+    (tmp_path / stale[0]).write_bytes(b"half a model")
+    (tmp_path / stale[1]).mkdir()
+    (tmp_path / stale[1] / "metrics.json").write_text("{", encoding="utf-8")
+    for name in others:
+        (tmp_path / name).write_text("keep", encoding="utf-8")
+
+    write_bytes(tmp_path / "model.keras", b"weights")
+    with atomic_directory(tmp_path / "training") as staging:
+        (staging / "metrics.json").write_text("{}", encoding="utf-8")
+
+    assert names(tmp_path) == sorted([*others, "model.keras", "training"])
+
+
+def test_atomic_directory_without_an_atomic_exchange_still_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "_exchange", lambda first, second: False)
+    target = tmp_path / "figures"
+    target.mkdir()
+    (target / "old.png").write_bytes(b"old")
+
+    with atomic_directory(target) as staging:
+        (staging / "new.png").write_bytes(b"new")
+
+    assert names(target) == ["new.png"]
+    assert names(tmp_path) == ["figures"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
+def test_exchange_swaps_two_directories_in_one_step(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "from-a").touch()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "from-b").touch()
+
+    assert files._exchange(tmp_path / "a", tmp_path / "b")
+
+    assert names(tmp_path / "a") == ["from-b"]
+    assert names(tmp_path / "b") == ["from-a"]

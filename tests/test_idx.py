@@ -109,6 +109,11 @@ MALFORMED_FILES = [
     pytest.param(
         header(0), "IDX header declares 0 dimensions, expected 1 to 4", id="zero-dimensions"
     ),
+    pytest.param(
+        header(5, 1, 1, 1, 1, 1) + b"\x07",
+        "IDX header declares 5 dimensions, expected 1 to 4",
+        id="five-dimensions",
+    ),
     pytest.param(header(3, 2), "truncated header (8 of 16 bytes)", id="truncated-header"),
     pytest.param(
         encode_idx(LABELS)[:-2],
@@ -134,6 +139,9 @@ MALFORMED_FILES = [
         GZIPPED_LABELS[:-8] + bytes([GZIPPED_LABELS[-8] ^ 0xFF]) + GZIPPED_LABELS[-7:],
         "corrupt or truncated gzip data (CRC check failed)",
         id="corrupt-gzip-checksum",
+    ),
+    pytest.param(
+        gzip.compress(b""), "0 bytes is too short for an IDX header", id="gzip-of-an-empty-file"
     ),
     pytest.param(
         gzip.compress(encode_idx(LABELS)[:-1]),

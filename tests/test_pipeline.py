@@ -7,50 +7,23 @@ the data source pointed at small synthetic IDX files and a one-epoch, tiny netwo
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPOSITORY_ROOT
+from tests.helpers import (
+    STAGES,
+    declared_outputs,
+    dvc,
+    git,
+    make_pipeline_repository,
+    stages_run,
+)
 
 pytestmark = pytest.mark.slow
-
-STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
-COPIED = ("dvc.yaml", "params.yaml", "stages", "fmnist", ".gitignore", ".dvcignore", ".dvc/config")
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the virtual environment's `python` and `dvc` first on PATH."""
-    environment = dict(os.environ)
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
-    environment.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result
-
-
-def dvc(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *arguments], cwd, check)
-
-
-def git(*arguments: str, cwd: Path) -> str:
-    return run(["git", *arguments], cwd).stdout
-
-
-def stages_run(output: str) -> set[str]:
-    """The stages that DVC's own output says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def experiment_activations(repository: Path) -> list[str]:
@@ -64,40 +37,11 @@ def experiment_activations(repository: Path) -> list[str]:
     ]
 
 
-def declared_outputs(dvc_yaml: dict) -> list[str]:
-    paths = []
-    for stage in dvc_yaml["stages"].values():
-        for section in ("outs", "metrics", "plots"):
-            for entry in stage.get(section, []):
-                paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
-    return paths
-
-
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory, synthetic_source) -> Path:
     """A git + DVC repository holding this pipeline, configured for the synthetic data."""
     source, sha256 = synthetic_source
-    root = tmp_path_factory.mktemp("pipeline")
-    for name in COPIED:
-        target = root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (REPOSITORY_ROOT / name).is_dir():
-            shutil.copytree(
-                REPOSITORY_ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy2(REPOSITORY_ROOT / name, target)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["fetch"].update(sources=[str(source)], sha256=sha256)
-    params["train"].update(hidden_units=[16], epochs=2, batch_size=32)
-    params["report"]["misclassified"] = 5
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git("init", "-q", "-b", "main", cwd=root)
-    git("config", "user.email", "test@example.com", cwd=root)
-    git("config", "user.name", "Test", cwd=root)
-    git("add", "-A", cwd=root)
-    git("commit", "-q", "-m", "pipeline", cwd=root)
-    return root
+    return make_pipeline_repository(tmp_path_factory.mktemp("pipeline"), source, sha256)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,110 @@
+"""What the end-to-end tests share: running git and dvc, and a temporary pipeline repository.
+
+The repository holds copies of this one's dvc.yaml, stages and package; params.yaml is the
+real one with the data source pointed at small synthetic IDX files and a tiny network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPOSITORY_ROOT
+
+STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
+COPIED = ("dvc.yaml", "params.yaml", "stages", "fmnist", ".gitignore", ".dvcignore", ".dvc/config")
+
+
+def command_environment() -> dict[str, str]:
+    """This environment with the virtual environment's `python` and `dvc` first on PATH."""
+    environment = dict(os.environ)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    environment.pop("PYTHONPATH", None)
+    return environment
+
+
+def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command with the virtual environment's `python` and `dvc` first on PATH."""
+    result = subprocess.run(
+        command, cwd=cwd, env=command_environment(), capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def dvc(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *arguments], cwd, check)
+
+
+def git(*arguments: str, cwd: Path) -> str:
+    return run(["git", *arguments], cwd).stdout
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages that DVC's own output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def declared_outputs(dvc_yaml: dict) -> list[str]:
+    """Every path that a stage of ``dvc_yaml`` writes (outs, metrics and plots)."""
+    paths = []
+    for stage in dvc_yaml["stages"].values():
+        for section in ("outs", "metrics", "plots"):
+            for entry in stage.get(section, []):
+                paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return paths
+
+
+def set_param(repository: Path, dotted_key: str, value: Any) -> None:
+    """Set one value of the repository's params.yaml, e.g. ``train.activation``."""
+    path = repository / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    *sections, key = dotted_key.split(".")
+    section = params
+    for name in sections:
+        section = section[name]
+    section[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -> Path:
+    """A git + DVC repository at ``root`` holding this pipeline, configured for ``source``.
+
+    One commit on ``main``; nothing has run yet.
+    """
+    for name in COPIED:
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPOSITORY_ROOT / name).is_dir():
+            shutil.copytree(
+                REPOSITORY_ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(REPOSITORY_ROOT / name, target)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["fetch"].update(sources=[str(source)], sha256=sha256)
+    params["train"].update(hidden_units=[16], epochs=2, batch_size=32)
+    params["report"]["misclassified"] = 5
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git("init", "-q", "-b", "main", cwd=root)
+    git("config", "user.email", "test@example.com", cwd=root)
+    git("config", "user.name", "Test", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-q", "-m", "pipeline", cwd=root)
+    return root
+
+
+def copy_repository(source: Path, target: Path) -> Path:
+    """A copy of a whole repository (git history, DVC cache, data) that tests may change."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
