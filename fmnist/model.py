@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import tempfile
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,9 +18,15 @@ import tensorflow as tf
 from fmnist import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.data import Split
 from fmnist.errors import DataError, TrainingError
+from fmnist.files import atomic_path
 from fmnist.params import AugmentParams, TrainParams
 
 log = logging.getLogger(__name__)
+
+# Batches that one call into TensorFlow runs (compile's steps_per_execution). Keras's default of 1
+# costs a Python round trip per batch, longer than a small batch itself takes to compute; the
+# batches, their order and so the trained weights are the same either way.
+STEPS_PER_EXECUTION = 64
 
 
 def seed_everything(seed: int) -> None:
@@ -79,7 +90,13 @@ def build_model(params: TrainParams) -> keras.Model:
         for index, filters in enumerate(cnn.filters, start=1):
             name = f"conv_{index}"
             x = _hidden_layer(
-                x, keras.layers.Conv2D, params, name, filters=filters, kernel_size=cnn.kernel_size
+                x,
+                keras.layers.Conv2D,
+                params,
+                name,
+                filters=filters,
+                kernel_size=cnn.kernel_size,
+                padding=cnn.padding,
             )
             x = keras.layers.MaxPooling2D(cnn.pool_size, name=f"{name}_pool")(x)
             x = _dropout(x, params, name)
@@ -131,6 +148,7 @@ def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int 
         optimizer=build_optimizer(params, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
 
 
@@ -205,6 +223,44 @@ def train_model(
 def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """Class probabilities ``(n, 10)`` for uint8 images."""
     return model.predict(images, batch_size=1024, verbose=0)
+
+
+def _normalise_archive(source: Path, target: Path) -> None:
+    """Copy a ``.keras`` archive without what changes from one save of the same model to the
+    next: the save time, Python object ids and the zip entries' dates.
+    """
+    with zipfile.ZipFile(source) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    metadata = json.loads(members["metadata.json"])
+    metadata.pop("date_saved", None)
+    members["metadata.json"] = json.dumps(metadata).encode()
+    # Object ids only say which layers share an object: number them in order of appearance.
+    numbers: dict[bytes, bytes] = {}
+    members["config.json"] = re.sub(
+        rb'"shared_object_id": (\d+)',
+        lambda match: (
+            b'"shared_object_id": ' + numbers.setdefault(match.group(1), str(len(numbers)).encode())
+        ),
+        members["config.json"],
+    )
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = (
+                zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
+            )
+            archive.writestr(info, data)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Save ``model`` atomically as a ``.keras`` archive whose bytes depend on the model only,
+    so that the same weights give the same file and the same hash in dvc.lock.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        saved = Path(directory) / "model.keras"
+        model.save(saved)
+        with atomic_path(path) as temporary:
+            _normalise_archive(saved, temporary)
 
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:

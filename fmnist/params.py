@@ -68,6 +68,8 @@ class CnnParams(Section):
     filters: Annotated[list[PositiveInt], Field(min_length=1)]
     """One block per entry: Conv2D with that many filters, then max pooling."""
     kernel_size: PositiveInt
+    padding: Literal["valid", "same"]
+    """valid shrinks each feature map by the kernel; same keeps its size until pooling."""
     pool_size: PositiveInt
     dense_units: PositiveInt
 

@@ -50,7 +50,8 @@ def describe_model(params: Params) -> str:
         cnn = train.cnn
         blocks = ", ".join(f"{filters}" for filters in cnn.filters)
         network = (
-            f"CNN: Conv2D ({blocks} filters of {cnn.kernel_size}x{cnn.kernel_size}, each "
+            f"CNN: Conv2D ({blocks} filters of {cnn.kernel_size}x{cnn.kernel_size}, "
+            f"{cnn.padding} padding, each "
             f"with {cnn.pool_size}x{cnn.pool_size} max pooling), Dense {cnn.dense_units}"
         )
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -21,7 +23,7 @@ from fmnist.model import (
     seed_everything,
     train_model,
 )
-from tests.conftest import make_train_params
+from tests.conftest import REPOSITORY_ROOT, make_train_params
 
 PARAMS = make_train_params(
     model="dense",
@@ -265,6 +267,19 @@ def test_cnn_has_one_conv_block_per_filters_entry() -> None:
     assert len(layers_of(model, keras.layers.Dropout)) == 3
 
 
+@pytest.mark.parametrize(("padding", "flattened"), [("valid", 5 * 5 * 16), ("same", 7 * 7 * 16)])
+def test_padding_decides_the_feature_map_size(padding: str, flattened: int) -> None:
+    # valid: 28 -> 26 -> pool 13 -> 11 -> pool 5; same: 28 -> pool 14 -> pool 7.
+    params = with_options(
+        model="cnn",
+        cnn={"filters": [8, 16], "kernel_size": 3, "padding": padding, "pool_size": 2},
+    )
+
+    model = build_model(params)
+
+    assert model.get_layer("flatten").output.shape == (None, flattened)
+
+
 def test_batch_norm_goes_before_each_hidden_activation_and_drops_the_bias() -> None:
     model = build_model(with_options(batch_norm=True))
 
@@ -381,3 +396,27 @@ def test_without_early_stopping_the_last_epoch_is_kept() -> None:
     history = {"loss": [3.0, 2.0, 1.0], "val_loss": [1.0, 2.0, 3.0]}
 
     assert kept_epoch(history, PARAMS) == 3
+
+
+def test_saving_the_same_model_in_two_processes_gives_identical_bytes(tmp_path: Path) -> None:
+    # Keras stamps the save time and Python object ids into the archive; save_model removes
+    # them, so dvc.lock records the same hash for the same weights.
+    script = (
+        "import sys, stages\n"
+        "from fmnist.model import build_model, save_model, seed_everything\n"
+        "from tests.conftest import make_train_params\n"
+        "seed_everything(0)\n"
+        "save_model(build_model(make_train_params(hidden_units=[8])), sys.argv[1])\n"
+    )
+    paths = [tmp_path / "first.keras", tmp_path / "second.keras"]
+    for path in paths:
+        subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            cwd=REPOSITORY_ROOT,
+            check=True,
+            capture_output=True,
+        )
+
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = load_model(paths[0])
+    assert loaded.output_shape == (None, 10)

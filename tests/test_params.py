@@ -235,6 +235,11 @@ MUTATIONS = [
         id="no-conv-blocks",
     ),
     pytest.param(
+        {"train.cnn.padding": "full"},
+        [("train.cnn.padding", "'full' is not one of valid, same")],
+        id="unknown-padding",
+    ),
+    pytest.param(
         {"train.cnn.kernel_size": 0},
         [("train.cnn.kernel_size", "0: must be greater than 0")],
         id="zero-kernel",
@@ -244,7 +249,7 @@ MUTATIONS = [
         [
             (
                 "train.cnn.kernel",
-                "unknown key (allowed: filters, kernel_size, pool_size, dense_units)",
+                "unknown key (allowed: filters, kernel_size, padding, pool_size, dense_units)",
             )
         ],
         id="misspelt-cnn-key",

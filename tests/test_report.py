@@ -199,7 +199,13 @@ def test_describe_model_names_the_cnn_and_every_option_in_use() -> None:
     document = load_params(REPOSITORY_PARAMS).model_dump()
     document["train"].update(
         model="cnn",
-        cnn={"filters": [32, 64], "kernel_size": 3, "pool_size": 2, "dense_units": 128},
+        cnn={
+            "filters": [32, 64],
+            "kernel_size": 3,
+            "padding": "same",
+            "pool_size": 2,
+            "dense_units": 128,
+        },
         dropout=0.25,
         batch_norm=True,
         label_smoothing=0.1,
@@ -212,7 +218,8 @@ def test_describe_model_names_the_cnn_and_every_option_in_use() -> None:
     sentence = describe_model(Params.model_validate(document))
 
     assert sentence.startswith(
-        "CNN: Conv2D (32, 64 filters of 3x3, each with 2x2 max pooling), Dense 128 (relu, "
+        "CNN: Conv2D (32, 64 filters of 3x3, same padding, each with 2x2 max pooling), "
+        "Dense 128 (relu, "
         "dropout 0.25, batch norm, label smoothing 0.1, augmented: flips and shifts up to 0.1); "
         "adamw at learning rate 0.001 with cosine decay"
     )
