@@ -12,6 +12,7 @@ from fmnist.data import load_split
 from fmnist.evaluation import classification_metrics
 from fmnist.files import write_json, write_text
 from fmnist.model import load_model, predict_probabilities
+from stages import exit_now
 
 log = logging.getLogger("evaluate")
 
@@ -46,3 +47,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     run_stage("evaluate", main)
+    exit_now()

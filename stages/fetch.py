@@ -12,6 +12,7 @@ from pathlib import Path
 from fmnist.cli import run_stage
 from fmnist.fetch import fetch_dataset
 from fmnist.params import load_params
+from stages import exit_now
 
 
 def main() -> None:
@@ -31,3 +32,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     run_stage("fetch", main)
+    exit_now()

@@ -10,6 +10,7 @@ from fmnist.data import Split, save_split, summarize
 from fmnist.files import atomic_directory, write_json
 from fmnist.idx import read_split
 from fmnist.plots import plot_image_grid, save_figure
+from stages import exit_now
 
 log = logging.getLogger("preprocess")
 
@@ -43,3 +44,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     run_stage("preprocess", main)
+    exit_now()

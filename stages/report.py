@@ -17,6 +17,7 @@ from fmnist.files import write_text
 from fmnist.params import load_params
 from fmnist.plots import plot_confusion, plot_curves, plot_image_grid, save_figure
 from fmnist.report import read_history, render_report
+from stages import exit_now
 
 log = logging.getLogger("report")
 
@@ -70,3 +71,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     run_stage("report", main)
+    exit_now()

@@ -8,6 +8,7 @@ from fmnist.cli import run_stage
 from fmnist.data import class_counts, load_split, save_split, split_data
 from fmnist.files import atomic_directory, write_json
 from fmnist.params import load_params
+from stages import exit_now
 
 log = logging.getLogger("split")
 
@@ -35,3 +36,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     run_stage("split", main)
+    exit_now()
