@@ -113,7 +113,14 @@ def run_experiments(experiments: list[Experiment], jobs: int, timeout: float) ->
     for experiment in experiments:
         log.info("queueing %s: %s", experiment.name, experiment.title)
         _dvc(*queue_command(experiment)[1:])
-    _dvc("queue", "start", "-j", str(jobs))
+    # The queue's worker runs on in the background: it must not hold pipes that we wait on.
+    started_queue = subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if started_queue.returncode != 0:
+        raise PipelineError(f"`dvc queue start -j {jobs}` failed; see `dvc queue status`")
     names = {experiment.name for experiment in experiments}
     started = time.monotonic()
     reported: dict[str, str] = {}
@@ -162,7 +169,7 @@ def _metric(run: dict, path: str, key: str) -> float | None:
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def render_table(experiments: list[Experiment], results: dict[str, dict]) -> str:

@@ -140,7 +140,7 @@ def test_table_uses_the_latest_run_of_each_experiment() -> None:
     table = render_table(experiments, results).splitlines()
 
     assert table[2] == (
-        "| Setting A | 76.8% test | 83.1% | 84.0% | `python -m fmnist.study run a` |"
+        "| Setting A | 76.8% test | 83.12% | 84.00% | `python -m fmnist.study run a` |"
     )
     assert table[3] == "| Setting B | not reported | - | - | `python -m fmnist.study run b` |"
     assert "- **Setting A**: inputs were not scaled" in table
