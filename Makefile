@@ -58,7 +58,7 @@ review: setup  ## Write review/report.md: params, metrics and plots against BASE
 	python -m fmnist.review --base $(BASE) --out review
 
 .PHONY: bench
-bench: setup data  ## Measure speed and memory on the real data (about 20 min): bench/results.json
+bench: setup data  ## Measure speed and memory on the real data (about 25 min): bench/results.json
 	python -m bench.run --out bench/results.json
 
 clean:  ## Remove the virtual environment and caches (not the DVC cache or results)

@@ -1,0 +1,422 @@
+"""The benchmark's figures. Each one is a ratio of two things run side by side, in pairs whose
+order alternates, reduced to the median of the pairs' ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.measure import (
+    MEGABYTE,
+    BenchmarkError,
+    Run,
+    compare,
+    in_alternating_order,
+    median,
+    run_measured,
+)
+from bench.workspace import (
+    REPOSITORY_ROOT,
+    copy_workspace,
+    dvc_command,
+    source_splits,
+    stage_command,
+    stages_run,
+)
+from fmnist.data import save_split
+from fmnist.params import load_params
+
+log = logging.getLogger("bench")
+
+STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
+TRAINING_STAGES = ("train", "evaluate", "report")
+NON_TENSORFLOW_STAGES = ("fetch", "preprocess", "split", "report")
+DATA_STAGES = ("fetch", "preprocess", "split")
+TENSORFLOW_PACKAGES = {"tensorflow", "keras", "tf_keras"}
+# Every stage must stay under this peak resident set with the default params.
+MEMORY_GOAL_BYTES = 1.5e9
+# DVC's default link type, and hard links: on ext4 and the like the default copies every output
+# into the cache. (With reflink listed first, DVC 3 leaves a run's outputs as copies on ext4.)
+DEFAULT_CACHE_TYPE = "reflink,copy"
+RECOMMENDED_CACHE_TYPE = "hardlink,copy"
+IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +([\w.]+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeats: int
+    """Pairs measured for each figure."""
+    idle_repeats: int
+    """Pairs for the nothing-to-do figure, which takes a second a pair."""
+    training_epochs: int
+    """Epochs per throughput measurement; the first, which traces the graph, is not timed."""
+    scaling_factors: tuple[int, ...]
+    scaling_epochs: int
+    data_stages: tuple[str, ...]
+    """The stages that the cache-links figure runs: fetch, preprocess and split, or fewer."""
+    trace_timed_runs: bool
+    """Check imports on the timed start-up runs (quick) rather than on an extra untimed run."""
+    scratch: Path
+    """Where the temporary workspaces go."""
+    concurrent: bool
+    """Measure the figures that need no finished pipeline alongside the others (quick mode:
+    the timings then mean nothing, but every figure is measured in half the time)."""
+
+
+def _python(*arguments: str) -> list[str]:
+    return [sys.executable, *arguments]
+
+
+def _expect_stages(run: Run, expected: set[str]) -> None:
+    ran = stages_run(run.output)
+    if ran != expected:
+        raise BenchmarkError(
+            f"{' '.join(run.command)} ran {sorted(ran) or 'no stage'}, expected "
+            f"{sorted(expected) or 'none'}:\n{run.output[-2000:]}"
+        )
+
+
+def _megabytes(value: float) -> float:
+    return round(value / MEGABYTE, 1)
+
+
+def pipeline_overhead(template: Path, settings: Settings) -> tuple[dict, Path]:
+    """`dvc repro` from an empty cache against one plain process doing the same work.
+
+    Returns the figure and the last workspace, whose pipeline has run and is up to date.
+    """
+    repro_seconds, plain_seconds = [], []
+    workspace = template
+    plain_metrics: dict = {}
+    for repeat in range(settings.repeats):
+        if workspace != template:
+            shutil.rmtree(workspace)
+        workspace = copy_workspace(template, settings.scratch / f"overhead-{repeat}")
+        for side in in_alternating_order(repeat, "dvc", "plain"):
+            if side == "dvc":
+                run = run_measured(dvc_command("repro"), workspace)
+                _expect_stages(run, set(STAGES))
+                repro_seconds.append(run.seconds)
+            else:
+                command = _python("-m", "bench.plain", "--params", str(workspace / "params.yaml"))
+                run = run_measured(command, REPOSITORY_ROOT)
+                plain_seconds.append(run.seconds)
+                plain_metrics = json.loads(run.output.strip().splitlines()[-1])
+            log.info("overhead %d: %s %.1f s", repeat + 1, side, run.seconds)
+    pipeline_metrics = json.loads((workspace / "metrics" / "evaluate.json").read_text())
+    pipeline_metrics = {key: pipeline_metrics[key] for key in plain_metrics}
+    figure = {
+        "what": "dvc repro from an empty cache / one plain Python process doing the same work",
+        "goal": 1.25,
+        **compare(repro_seconds, plain_seconds),
+        "pipeline_metrics": pipeline_metrics,
+        "plain_metrics": plain_metrics,
+        "same_metrics": pipeline_metrics == plain_metrics,
+    }
+    return figure, workspace
+
+
+def nothing_to_do(workspace: Path, settings: Settings) -> dict:
+    """`dvc repro` on an up-to-date pipeline against `dvc version`."""
+    repro_seconds, version_seconds = [], []
+    for repeat in range(settings.idle_repeats):
+        for side in in_alternating_order(repeat, "repro", "version"):
+            if side == "repro":
+                run = run_measured(dvc_command("repro"), workspace)
+                _expect_stages(run, set())
+                repro_seconds.append(run.seconds)
+            else:
+                version_seconds.append(run_measured(dvc_command("version"), workspace).seconds)
+    return {
+        "what": "dvc repro with nothing to do / dvc version",
+        "goal": 1.5,
+        **compare(repro_seconds, version_seconds),
+    }
+
+
+def param_change(workspace: Path, settings: Settings) -> tuple[dict, dict[str, list[Run]]]:
+    """`dvc exp run -S train.learning_rate=...` against train, evaluate and report run alone.
+
+    Returns the figure and the runs of each stage alone (for the memory figure).
+    """
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    base_rate = float(params["train"]["learning_rate"])
+    experiment_seconds, alone_seconds = [], []
+    ran: set[str] = set()
+    alone_runs: dict[str, list[Run]] = {stage: [] for stage in TRAINING_STAGES}
+    for repeat in range(settings.repeats):
+        rate = f"{base_rate * (1 + (repeat + 1) / 10):g}"
+        for side in in_alternating_order(repeat, "experiment", "alone"):
+            if side == "experiment":
+                command = dvc_command("exp", "run", "-S", f"train.learning_rate={rate}")
+                run = run_measured(command, workspace)
+                _expect_stages(run, set(TRAINING_STAGES))
+                ran |= stages_run(run.output)
+                experiment_seconds.append(run.seconds)
+            else:
+                # The params are those of the last experiment: the same work as it did.
+                for stage in TRAINING_STAGES:
+                    alone_runs[stage].append(
+                        run_measured(stage_command(workspace, stage), workspace)
+                    )
+                alone_seconds.append(sum(alone_runs[stage][-1].seconds for stage in alone_runs))
+            seconds = experiment_seconds if side == "experiment" else alone_seconds
+            log.info("param change %d: %s %.1f s", repeat + 1, side, seconds[-1])
+    figure = {
+        "what": "dvc exp run -S train.learning_rate=... / train + evaluate + report run alone",
+        "goal": 1.15,
+        "stages_run": [stage for stage in STAGES if stage in ran],
+        **compare(experiment_seconds, alone_seconds),
+    }
+    return figure, alone_runs
+
+
+def imported_packages(output: str) -> set[str]:
+    """Top-level packages that ``python -X importtime`` output shows were imported."""
+    return {name.split(".")[0] for name in IMPORT_LINE.findall(output)}
+
+
+def startup(workspace: Path, settings: Settings) -> tuple[dict, dict[str, list[Run]]]:
+    """Each stage that needs no TensorFlow, run alone, against `python -c pass`.
+
+    Also whether it imports TensorFlow, from ``python -X importtime`` on an extra run.
+    Returns the figure and the stages' runs (for the memory figure).
+    """
+    figure: dict[str, dict] = {}
+    runs: dict[str, list[Run]] = {}
+    for stage in NON_TENSORFLOW_STAGES:
+        command = stage_command(workspace, stage)
+        traced = [command[0], "-X", "importtime", *command[1:]]
+        packages: set[str] = set()
+        if not settings.trace_timed_runs:
+            packages = imported_packages(run_measured(traced, workspace).output)
+        stage_seconds, python_seconds = [], []
+        runs[stage] = []
+        for repeat in range(settings.repeats):
+            for side in in_alternating_order(repeat, "stage", "python"):
+                if side == "stage":
+                    run = run_measured(traced if settings.trace_timed_runs else command, workspace)
+                    packages |= imported_packages(run.output)
+                    runs[stage].append(run)
+                    stage_seconds.append(run.seconds)
+                else:
+                    python_seconds.append(run_measured(_python("-c", "pass"), workspace).seconds)
+        figure[stage] = {
+            **compare(stage_seconds, python_seconds),
+            "imports_tensorflow": bool(packages & TENSORFLOW_PACKAGES),
+            "packages_imported": len(packages),
+        }
+    return {"what": "stage run alone / python -c pass", "stages": figure}, runs
+
+
+def peak_memory(runs: dict[str, list[Run]]) -> dict:
+    """The median peak resident set of each stage, from its runs alone."""
+    stages = {
+        stage: _megabytes(median([run.peak_memory_bytes for run in runs[stage]]))
+        for stage in STAGES
+    }
+    return {
+        "what": "peak resident set of each stage run alone, MB (2**20 bytes)",
+        "goal_megabytes": _megabytes(MEMORY_GOAL_BYTES),
+        "stages_megabytes": stages,
+        "within_goal": all(value * MEGABYTE < MEMORY_GOAL_BYTES for value in stages.values()),
+    }
+
+
+def prepare_splits(template: Path, directory: Path) -> Path:
+    """The train and validation splits of the template's pipeline, and its params.yaml, in
+    ``directory``: the training figures' input, independent of any workspace.
+    """
+    splits = source_splits(load_params(template / "params.yaml"))
+    directory.mkdir(parents=True)
+    for name in ("train", "val"):
+        save_split(directory / f"{name}.npz", splits[name])
+    shutil.copy2(template / "params.yaml", directory / "params.yaml")
+    return directory
+
+
+def _training_worker(splits: Path, settings: Settings, *arguments: str) -> dict:
+    handle, name = tempfile.mkstemp(dir=settings.scratch, prefix="training-", suffix=".json")
+    os.close(handle)
+    out = Path(name)
+    command = _python("-m", "bench.training", *arguments, "--data", str(splits), "--out", name)
+    run_measured(command, REPOSITORY_ROOT)
+    return json.loads(out.read_text())
+
+
+def training_throughput(splits: Path, settings: Settings) -> dict:
+    """The train stage's samples per second against a plain `model.fit` with Keras's defaults."""
+    params = yaml.safe_load((splits / "params.yaml").read_text())
+    default_batch = int(params["train"]["batch_size"])
+    batch_sizes = [str(size) for size in dict.fromkeys((32, default_batch))]
+    figures = _training_worker(
+        splits,
+        settings,
+        "throughput",
+        "--batch-sizes",
+        *batch_sizes,
+        "--epochs",
+        str(settings.training_epochs),
+        "--repeats",
+        str(settings.repeats),
+    )
+    return {
+        "what": "samples/s of the train stage's training loop / plain model.fit, per batch size; "
+        "and / the matrix products alone at the default batch size",
+        "goal": {"32": 2.0, str(default_batch): 1.0},
+        **figures,
+    }
+
+
+def scaling(splits: Path, settings: Settings) -> dict:
+    """Throughput and peak memory of training on 1x, 2x, 4x... copies of the training set."""
+    by_factor: dict[int, list[dict]] = {factor: [] for factor in settings.scaling_factors}
+    for repeat in range(settings.repeats):
+        order = settings.scaling_factors[:: 1 if repeat % 2 == 0 else -1]
+        for factor in order:
+            figures = _training_worker(
+                splits,
+                settings,
+                "scaling",
+                "--factor",
+                str(factor),
+                "--epochs",
+                str(settings.scaling_epochs),
+            )
+            by_factor[factor].append(figures)
+            log.info("scaling %dx: %.0f samples/s", factor, figures["samples_per_second"])
+    first = settings.scaling_factors[0]
+    rows = []
+    for factor, measured in by_factor.items():
+        # Each factor is compared with the first in the same repeat.
+        pairs = list(zip(measured, by_factor[first], strict=True))
+        extra_copies = [
+            (this["peak_resident_bytes"] - base["peak_resident_bytes"])
+            / (this["image_bytes"] - base["image_bytes"])
+            for this, base in pairs
+            if this["image_bytes"] > base["image_bytes"]
+        ]
+        rows.append(
+            {
+                "factor": factor,
+                "images": measured[0]["images"],
+                "image_megabytes": _megabytes(measured[0]["image_bytes"]),
+                "samples_per_second": round(median([m["samples_per_second"] for m in measured])),
+                "throughput_relative_to_first": round(
+                    median([t["samples_per_second"] / b["samples_per_second"] for t, b in pairs]),
+                    3,
+                ),
+                "peak_megabytes": _megabytes(median([m["peak_resident_bytes"] for m in measured])),
+                # Extra peak memory per extra byte of uint8 images: 1 is one uint8 copy; a
+                # float32 copy of the images would add 4.
+                "extra_peak_per_extra_image_byte": (
+                    round(median(extra_copies), 2) if extra_copies else None
+                ),
+            }
+        )
+    return {
+        "what": "training on the training set repeated: samples/s and peak resident set",
+        "factors": rows,
+    }
+
+
+def _disk_bytes(root: Path) -> int:
+    """Bytes on disk under ``root`` outside .git, each hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for directory, directories, files in os.walk(root):
+        if Path(directory) == root:
+            directories[:] = [name for name in directories if name != ".git"]
+        for name in files:
+            status = os.lstat(Path(directory) / name)
+            if (status.st_dev, status.st_ino) not in seen:
+                seen.add((status.st_dev, status.st_ino))
+                total += status.st_blocks * 512
+    return total
+
+
+def cache_links(template: Path, settings: Settings) -> dict:
+    """The data stages from an empty cache, and a checkout of their outputs, under DVC's
+    default cache link type against the recommended one.
+    """
+    seconds: dict[str, dict[str, list[float]]] = {
+        cache_type: {"repro": [], "checkout": []}
+        for cache_type in (DEFAULT_CACHE_TYPE, RECOMMENDED_CACHE_TYPE)
+    }
+    disk: dict[str, int] = {}
+    for repeat in range(settings.repeats):
+        for cache_type in in_alternating_order(repeat, *seconds):
+            workspace = copy_workspace(template, settings.scratch / f"links-{repeat}")
+            # What `dvc config --local cache.type ...` writes, without starting DVC for it.
+            (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    type = {cache_type}\n")
+            stages = settings.data_stages
+            run = run_measured(dvc_command("repro", stages[-1]), workspace)
+            _expect_stages(run, set(stages))
+            seconds[cache_type]["repro"].append(run.seconds)
+            disk[cache_type] = _disk_bytes(workspace)
+            shutil.rmtree(workspace / "data")
+            run = run_measured(dvc_command("checkout", *stages), workspace)
+            seconds[cache_type]["checkout"].append(run.seconds)
+            shutil.rmtree(workspace)
+    default, recommended = seconds[DEFAULT_CACHE_TYPE], seconds[RECOMMENDED_CACHE_TYPE]
+    return {
+        "what": f"cache.type {RECOMMENDED_CACHE_TYPE} / {DEFAULT_CACHE_TYPE} (DVC's default): "
+        f"dvc repro of {', '.join(settings.data_stages)} from an empty cache; dvc checkout of "
+        "their deleted outputs; disk used by workspace and cache",
+        "repro": compare(recommended["repro"], default["repro"]),
+        "checkout": compare(recommended["checkout"], default["checkout"]),
+        "disk_megabytes": {cache_type: _megabytes(used) for cache_type, used in disk.items()},
+    }
+
+
+def _timed(name: str, function: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    result = function()
+    log.info("measured %s in %.0f s", name, time.perf_counter() - started)
+    return result
+
+
+def _measure_each(measurements: dict[str, Callable[[], dict]]) -> dict[str, dict]:
+    return {name: _timed(name, measure) for name, measure in measurements.items()}
+
+
+def run_all(template: Path, settings: Settings) -> dict:
+    """Every figure. Those that need no finished pipeline run after the others, or alongside
+    them where ``settings.concurrent`` says so.
+    """
+    splits = prepare_splits(template, settings.scratch / "splits")
+    independent = {
+        "training_throughput": lambda: training_throughput(splits, settings),
+        "scaling": lambda: scaling(splits, settings),
+        "cache_links": lambda: cache_links(template, settings),
+    }
+    figures: dict[str, dict] = {}
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        alongside = executor.submit(_measure_each, independent) if settings.concurrent else None
+        figures["pipeline_overhead"], workspace = _timed(
+            "pipeline_overhead", lambda: pipeline_overhead(template, settings)
+        )
+        figures["nothing_to_do"] = _timed(
+            "nothing_to_do", lambda: nothing_to_do(workspace, settings)
+        )
+        figures["param_change"], training_runs = _timed(
+            "param_change", lambda: param_change(workspace, settings)
+        )
+        figures["startup"], data_runs = _timed("startup", lambda: startup(workspace, settings))
+        figures["peak_memory"] = peak_memory({**data_runs, **training_runs})
+        figures.update(alongside.result() if alongside else _measure_each(independent))
+    return figures

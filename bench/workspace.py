@@ -1,0 +1,129 @@
+"""Temporary copies of the pipeline, as a fresh clone of this repository would be, to run in."""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fmnist import RAW_FILES
+from fmnist.data import Split, split_data
+from fmnist.fetch import is_url, read_local_file
+from fmnist.idx import decompress, read_split
+from fmnist.params import Params
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+# What a clone holds that `dvc repro` needs; no outputs, no dvc.lock, no DVC cache.
+PIPELINE_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "fmnist",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+)
+
+
+def dvc_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *arguments]
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages that DVC's own output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def source_checksums(directory: Path) -> dict[str, str]:
+    """SHA-256 of each of the four decompressed IDX files in ``directory`` (gzipped or not)."""
+    checksums = {}
+    for names in RAW_FILES.values():
+        for name in names:
+            path, data = read_local_file(directory, name)
+            checksums[name] = hashlib.sha256(decompress(data, str(path))).hexdigest()
+    return checksums
+
+
+def idx_path(directory: Path, name: str) -> Path:
+    """``<name>`` in ``directory`` if it is there, else ``<name>.gz``."""
+    path = directory / name
+    return path if path.is_file() else directory / f"{name}.gz"
+
+
+def source_splits(params: Params) -> dict[str, Split]:
+    """The train, validation and test splits that the fetch, preprocess and split stages make
+    from the first local directory of ``params.fetch.sources``, made in memory.
+    """
+    source = Path(next(source for source in params.fetch.sources if not is_url(source)))
+    train, test = (
+        Split(*read_split(*(idx_path(source, name) for name in names)))
+        for names in RAW_FILES.values()
+    )
+    return split_data(train, test, params.split, params.seed)
+
+
+def set_params(workspace: Path, changes: Mapping[str, Any]) -> None:
+    """Set values of the workspace's params.yaml by dotted key, e.g. ``train.epochs``."""
+    path = workspace / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted_key, value in changes.items():
+        *sections, key = dotted_key.split(".")
+        section = params
+        for name in sections:
+            section = section[name]
+        section[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _git(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["git", *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+def make_template(root: Path, params_changes: Mapping[str, Any]) -> Path:
+    """A git repository at ``root`` holding this pipeline (one commit); nothing has run yet."""
+    for name in PIPELINE_FILES:
+        source, target = REPOSITORY_ROOT / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    if params_changes:
+        set_params(root, params_changes)
+    _git("init", "-q", "-b", "main", cwd=root)
+    _git("config", "user.email", "bench@example.com", cwd=root)
+    _git("config", "user.name", "Benchmark", cwd=root)
+    _git("add", "-A", cwd=root)
+    _git("commit", "-q", "-m", "pipeline", cwd=root)
+    return root
+
+
+def cache_type(workspace: Path) -> str:
+    """The workspace's DVC cache link type (DVC's default where its config sets none)."""
+    config = configparser.ConfigParser()
+    config.read([workspace / ".dvc" / "config", workspace / ".dvc" / "config.local"])
+    return config.get("cache", "type", fallback="reflink,copy").strip('"')
+
+
+def copy_workspace(template: Path, target: Path) -> Path:
+    """A copy of a whole workspace (git history, DVC cache, outputs) to change freely."""
+    shutil.copytree(template, target, symlinks=True)
+    return target
+
+
+def stage_command(workspace: Path, stage: str) -> list[str]:
+    """The stage's command from dvc.yaml, run by this interpreter as DVC would run it."""
+    dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text())
+    command = shlex.split(dvc_yaml["stages"][stage]["cmd"])
+    if command[0] == "python":
+        command[0] = sys.executable
+    return command
