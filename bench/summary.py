@@ -13,7 +13,7 @@ def _seconds(value: float) -> str:
 
 def _at_most(figure: dict) -> str:
     met = figure["ratio"] <= figure["goal"]
-    return f"{figure['ratio']:.2f}x (goal <= {figure['goal']}x: {_verdict(met)})"
+    return f"{figure['ratio']:.3f}x (goal <= {figure['goal']}x: {_verdict(met)})"
 
 
 def summary_lines(results: dict) -> list[str]:
