@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    log_loss,
-    precision_recall_fscore_support,
-)
 
 from fmnist import CLASS_NAMES, NUM_CLASSES
 
@@ -32,6 +26,10 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     """Accuracy, loss, macro and per-class precision, recall and F1 (classes by name), and
     how often shirts are confused with their look-alikes and which pair is confused most.
     """
+    # scikit-learn takes about a second to import; the report stage, which shares this
+    # module, does without it.
+    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+
     classes = np.arange(NUM_CLASSES)
     predicted = probabilities.argmax(axis=1)
     matrix = confusion(labels, predicted)
@@ -70,7 +68,8 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Confusion matrix ``(10, 10)``: rows are true classes, columns predicted ones."""
-    return confusion_matrix(labels, predicted, labels=np.arange(NUM_CLASSES))
+    cells = labels.astype(np.int64) * NUM_CLASSES + predicted.astype(np.int64)
+    return np.bincount(cells, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
 def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[dict]:

@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import log_loss
+from sklearn.metrics import confusion_matrix, log_loss
 
 from fmnist import CLASS_NAMES
 from fmnist.evaluation import classification_metrics, confusion, most_confused_pairs
@@ -84,6 +84,16 @@ def test_confusion_has_ten_rows_even_when_classes_are_absent() -> None:
     assert matrix.shape == (10, 10)
     assert matrix.sum() == 2
     assert (matrix[3, 3], matrix[3, 5]) == (1, 1)
+
+
+def test_confusion_matches_scikit_learn_on_uint8_labels() -> None:
+    # The labels arrive as uint8, where label * 10 would wrap around past 255.
+    generator = np.random.default_rng(3)
+    labels, predicted = generator.integers(0, 10, (2, 5000), dtype=np.uint8)
+
+    np.testing.assert_array_equal(
+        confusion(labels, predicted), confusion_matrix(labels, predicted, labels=np.arange(10))
+    )
 
 
 def test_most_confused_pairs_orders_by_count_then_class_and_skips_the_diagonal() -> None:

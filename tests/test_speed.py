@@ -39,9 +39,10 @@ def test_stage_without_a_model_does_not_import_tensorflow(stage: str) -> None:
     assert loaded == [], f"stages.{stage} imports TensorFlow (seconds of start-up): {loaded[:5]}"
 
 
-def test_preprocess_does_not_import_scikit_learn() -> None:
-    # Only the split stage needs it; importing it costs about a second.
-    modules = imported_modules("import stages.preprocess")
+@pytest.mark.parametrize("stage", ["preprocess", "report"])
+def test_stage_does_not_import_scikit_learn(stage: str) -> None:
+    # Only split and evaluate need it; importing it costs about a second.
+    modules = imported_modules(f"import stages.{stage}")
     assert not any(name.split(".")[0] == "sklearn" for name in modules)
 
 
