@@ -100,8 +100,8 @@ def make_template(root: Path, params_changes: Mapping[str, Any]) -> Path:
     if params_changes:
         set_params(root, params_changes)
     _git("init", "-q", "-b", "main", cwd=root)
-    _git("config", "user.email", "bench@example.com", cwd=root)
-    _git("config", "user.name", "Benchmark", cwd=root)
+    _git("config", "user.email", "pipeline@example.com", cwd=root)
+    _git("config", "user.name", "Pipeline", cwd=root)
     _git("add", "-A", cwd=root)
     _git("commit", "-q", "-m", "pipeline", cwd=root)
     return root

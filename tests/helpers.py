@@ -12,14 +12,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from tests.conftest import REPOSITORY_ROOT
+from bench.workspace import make_template
 
 STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
-COPIED = ("dvc.yaml", "params.yaml", "stages", "fmnist", ".gitignore", ".dvcignore", ".dvc/config")
 
 
 def command_environment() -> dict[str, str]:
@@ -65,43 +61,20 @@ def declared_outputs(dvc_yaml: dict) -> list[str]:
     return paths
 
 
-def set_param(repository: Path, dotted_key: str, value: Any) -> None:
-    """Set one value of the repository's params.yaml, e.g. ``train.activation``."""
-    path = repository / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    *sections, key = dotted_key.split(".")
-    section = params
-    for name in sections:
-        section = section[name]
-    section[key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -> Path:
     """A git + DVC repository at ``root`` holding this pipeline, configured for ``source``.
 
     One commit on ``main``; nothing has run yet.
     """
-    for name in COPIED:
-        target = root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (REPOSITORY_ROOT / name).is_dir():
-            shutil.copytree(
-                REPOSITORY_ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy2(REPOSITORY_ROOT / name, target)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["fetch"].update(sources=[str(source)], sha256=sha256)
-    params["train"].update(hidden_units=[16], epochs=2, batch_size=32)
-    params["report"]["misclassified"] = 5
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git("init", "-q", "-b", "main", cwd=root)
-    git("config", "user.email", "test@example.com", cwd=root)
-    git("config", "user.name", "Test", cwd=root)
-    git("add", "-A", cwd=root)
-    git("commit", "-q", "-m", "pipeline", cwd=root)
-    return root
+    changes = {
+        "fetch.sources": [str(source)],
+        "fetch.sha256": sha256,
+        "train.hidden_units": [16],
+        "train.epochs": 2,
+        "train.batch_size": 32,
+        "report.misclassified": 5,
+    }
+    return make_template(root, changes)
 
 
 def copy_repository(source: Path, target: Path) -> Path:

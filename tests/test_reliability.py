@@ -28,6 +28,7 @@ import psutil  # installed with dvc
 import pytest
 import yaml
 
+from bench.workspace import set_params
 from fmnist import NUM_CLASSES, RAW_FILES
 from fmnist.data import Split, save_split
 from fmnist.files import PARTIAL_MARKER
@@ -39,7 +40,6 @@ from tests.helpers import (
     copy_repository,
     dvc,
     git,
-    set_param,
     stages_run,
 )
 
@@ -158,8 +158,7 @@ def write_params(directory: Path, changes: dict[str, object]) -> None:
     """The repository's params.yaml in ``directory``, with dotted keys set to new values."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "params.yaml").write_bytes((REPOSITORY_ROOT / "params.yaml").read_bytes())
-    for key, value in changes.items():
-        set_param(directory, key, value)
+    set_params(directory, changes)
 
 
 def write_raw_files(directory: Path, per_class: int = 5) -> Path:
@@ -459,7 +458,7 @@ def test_killed_training_keeps_the_previous_results(
 ) -> None:
     before = digests(baseline, *RESULTS)
     previous_model = locked_outputs(baseline)[MODEL]
-    set_param(baseline, "train.epochs", LONG_EPOCHS)
+    set_params(baseline, {"train.epochs": LONG_EPOCHS})
     log = tmp_path / "repro.log"
 
     process = start_repro(baseline, log)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.workspace import set_params
 from fmnist.review import (
     MetricsTable,
     Plot,
@@ -25,7 +26,7 @@ from fmnist.review import (
     replace_directory,
     slug,
 )
-from tests.helpers import copy_repository, dvc, git, run, set_param, stages_run
+from tests.helpers import copy_repository, dvc, git, run, stages_run
 
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}
 TINY_SPEC = {
@@ -162,7 +163,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, baseline_repository: Pa
     """The baseline repository with a branch that ran and committed a sigmoid activation."""
     repository = copy_repository(baseline_repository, tmp_path_factory.mktemp("review") / "repo")
     git("checkout", "-q", "-b", "sigmoid", cwd=repository)
-    set_param(repository, "train.activation", "sigmoid")
+    set_params(repository, {"train.activation": "sigmoid"})
     assert stages_run(dvc("repro", cwd=repository).stdout) == {"train", "evaluate", "report"}
     git("add", "-A", cwd=repository)
     git("commit", "-q", "-m", "sigmoid", cwd=repository)

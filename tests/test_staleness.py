@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.workspace import set_params
 from fmnist.staleness import (
     Finding,
     compare_command,
@@ -16,7 +17,7 @@ from fmnist.staleness import (
     differences,
     find_stale_stages,
 )
-from tests.helpers import copy_repository, dvc, git, run, set_param, stages_run
+from tests.helpers import copy_repository, dvc, git, run, stages_run
 
 # --- comparisons, on in-memory data -----------------------------------------------------------
 
@@ -113,7 +114,7 @@ def test_passes_on_the_committed_run(repository: Path) -> None:
 
 @pytest.mark.slow
 def test_a_param_edit_without_a_run_names_the_stages_and_the_param(repository: Path) -> None:
-    set_param(repository, "train.activation", "sigmoid")
+    set_params(repository, {"train.activation": "sigmoid"})
     try:
         status, output = check(repository)
     finally:
@@ -142,7 +143,7 @@ def test_a_code_edit_without_a_run_names_the_stage_and_the_file(repository: Path
 @pytest.mark.slow
 def test_passes_again_once_the_change_is_run_and_committed(repository: Path) -> None:
     # 12, not a one-digit value: git may miss an edit that keeps a file's size within a second.
-    set_param(repository, "report.misclassified", 12)
+    set_params(repository, {"report.misclassified": 12})
     status, output = check(repository)
     assert status == 1
     assert "report: params.yaml: report.misclassified changed: 5 in dvc.lock, 12 now" in output
