@@ -142,13 +142,23 @@ def build_optimizer(params: TrainParams, steps_per_epoch: int = 1) -> keras.opti
     return keras.optimizers.Adam(rate)
 
 
-def compile_model(model: keras.Model, params: TrainParams, steps_per_epoch: int = 1) -> None:
+def compile_model(
+    model: keras.Model,
+    params: TrainParams,
+    steps_per_epoch: int = 1,
+    steps_per_execution: int | None = None,
+) -> None:
+    """Compile with the optimiser, loss and metric of ``params``; ``steps_per_execution``
+    defaults to STEPS_PER_EXECUTION (1 is Keras's own default, one batch per call).
+    """
     # One-hot targets, because only the categorical loss supports label smoothing.
     model.compile(
         optimizer=build_optimizer(params, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=(
+            STEPS_PER_EXECUTION if steps_per_execution is None else steps_per_execution
+        ),
     )
 
 
