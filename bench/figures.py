@@ -31,6 +31,7 @@ from bench.measure import (
 )
 from bench.workspace import (
     REPOSITORY_ROOT,
+    STAGES,
     copy_workspace,
     dvc_command,
     source_splits,
@@ -42,7 +43,6 @@ from fmnist.params import load_params
 
 log = logging.getLogger("bench")
 
-STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
 TRAINING_STAGES = ("train", "evaluate", "report")
 NON_TENSORFLOW_STAGES = ("fetch", "preprocess", "split", "report")
 DATA_STAGES = ("fetch", "preprocess", "split")

@@ -22,6 +22,7 @@ from fmnist.idx import decompress, read_split
 from fmnist.params import Params
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
 # What a clone holds that `dvc repro` needs; no outputs, no dvc.lock, no DVC cache.
 PIPELINE_FILES = (
     "dvc.yaml",

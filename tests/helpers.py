@@ -7,15 +7,11 @@ real one with the data source pointed at small synthetic IDX files and a tiny ne
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.workspace import make_template
-
-STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
+from bench.workspace import dvc_command, make_template
 
 
 def command_environment() -> dict[str, str]:
@@ -39,16 +35,11 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
 
 
 def dvc(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *arguments], cwd, check)
+    return run(dvc_command(*arguments), cwd, check)
 
 
 def git(*arguments: str, cwd: Path) -> str:
     return run(["git", *arguments], cwd).stdout
-
-
-def stages_run(output: str) -> set[str]:
-    """The stages that DVC's own output says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def declared_outputs(dvc_yaml: dict) -> list[str]:
@@ -75,9 +66,3 @@ def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -
         "report.misclassified": 5,
     }
     return make_template(root, changes)
-
-
-def copy_repository(source: Path, target: Path) -> Path:
-    """A copy of a whole repository (git history, DVC cache, data) that tests may change."""
-    shutil.copytree(source, target, symlinks=True)
-    return target

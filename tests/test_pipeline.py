@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import (
-    STAGES,
-    declared_outputs,
-    dvc,
-    git,
-    make_pipeline_repository,
-    stages_run,
-)
+from bench.workspace import STAGES, stages_run
+from tests.helpers import declared_outputs, dvc, git, make_pipeline_repository
 
 pytestmark = pytest.mark.slow
 

@@ -28,20 +28,13 @@ import psutil  # installed with dvc
 import pytest
 import yaml
 
-from bench.workspace import set_params
+from bench.workspace import STAGES, copy_workspace, set_params, stages_run
 from fmnist import NUM_CLASSES, RAW_FILES
 from fmnist.data import Split, save_split
 from fmnist.files import PARTIAL_MARKER
 from fmnist.idx import encode_idx
 from tests.conftest import REPOSITORY_ROOT, make_images
-from tests.helpers import (
-    STAGES,
-    command_environment,
-    copy_repository,
-    dvc,
-    git,
-    stages_run,
-)
+from tests.helpers import command_environment, dvc, git
 
 # Everything a run writes outside data/: compared byte for byte before and after a failure.
 RESULTS = ("models", "metrics", "plots", "reports")
@@ -185,7 +178,7 @@ def write_previous_results(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory, baseline_repository: Path) -> Path:
-    return copy_repository(baseline_repository, tmp_path_factory.mktemp("reliability") / "repo")
+    return copy_workspace(baseline_repository, tmp_path_factory.mktemp("reliability") / "repo")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.workspace import set_params
+from bench.workspace import copy_workspace, set_params, stages_run
 from fmnist.review import (
     MetricsTable,
     Plot,
@@ -26,7 +26,7 @@ from fmnist.review import (
     replace_directory,
     slug,
 )
-from tests.helpers import copy_repository, dvc, git, run, stages_run
+from tests.helpers import dvc, git, run
 
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}
 TINY_SPEC = {
@@ -161,7 +161,7 @@ def test_an_earlier_review_is_replaced_but_nothing_else(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory, baseline_repository: Path) -> Path:
     """The baseline repository with a branch that ran and committed a sigmoid activation."""
-    repository = copy_repository(baseline_repository, tmp_path_factory.mktemp("review") / "repo")
+    repository = copy_workspace(baseline_repository, tmp_path_factory.mktemp("review") / "repo")
     git("checkout", "-q", "-b", "sigmoid", cwd=repository)
     set_params(repository, {"train.activation": "sigmoid"})
     assert stages_run(dvc("repro", cwd=repository).stdout) == {"train", "evaluate", "report"}

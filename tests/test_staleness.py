@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.workspace import set_params
+from bench.workspace import copy_workspace, set_params, stages_run
 from fmnist.staleness import (
     Finding,
     compare_command,
@@ -17,7 +17,7 @@ from fmnist.staleness import (
     differences,
     find_stale_stages,
 )
-from tests.helpers import copy_repository, dvc, git, run, stages_run
+from tests.helpers import dvc, git, run
 
 # --- comparisons, on in-memory data -----------------------------------------------------------
 
@@ -102,7 +102,7 @@ def check(repository: Path) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory, baseline_repository: Path) -> Path:
-    return copy_repository(baseline_repository, tmp_path_factory.mktemp("staleness") / "repo")
+    return copy_workspace(baseline_repository, tmp_path_factory.mktemp("staleness") / "repo")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.workspace import copy_workspace
 from fmnist.errors import PipelineError
 from fmnist.params import parse_params
 from fmnist.study import (
@@ -24,7 +25,7 @@ from fmnist.study import (
     update_readme,
 )
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import copy_repository, dvc, git, run
+from tests.helpers import dvc, git, run
 
 
 def apply_sets(document: dict, arguments: list[str]) -> dict:
@@ -167,7 +168,7 @@ def test_update_readme_without_markers_is_an_error(tmp_path: Path) -> None:
 def test_runner_queues_runs_and_tabulates_experiments(
     baseline_repository: Path, tmp_path: Path
 ) -> None:
-    repository = copy_repository(baseline_repository, tmp_path / "repository")
+    repository = copy_workspace(baseline_repository, tmp_path / "repository")
     (repository / "experiments.yaml").write_text(
         yaml.safe_dump(
             {
