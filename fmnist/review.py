@@ -11,15 +11,14 @@ A declared plot whose file is missing in the reviewed revision is an error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import vl_convert
 from fmnist import CLASS_NAMES
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
+from fmnist.files import atomic_directory
 
 log = logging.getLogger("review")
 
@@ -391,18 +391,25 @@ def render_review(
     return "\n".join(lines)
 
 
-def replace_directory(built: Path, out: Path) -> None:
-    """Move ``built`` to ``out``, replacing an earlier review but nothing else."""
+@contextlib.contextmanager
+def review_directory(out: Path) -> Iterator[Path]:
+    """A staging directory that replaces ``out`` if the block succeeds; ``out`` must be missing
+    or an earlier review, which is replaced whole, never a directory holding anything else.
+    """
     if out.exists():
         ours = {REPORT_FILE, IMAGES_DIRECTORY}
-        foreign = sorted(path.name for path in out.iterdir() if path.name not in ours)
-        if not out.is_dir() or foreign:
+        foreign = (
+            sorted(path.name for path in out.iterdir() if path.name not in ours)
+            if out.is_dir()
+            else [out.name]
+        )
+        if foreign:
             raise ReviewError(
-                f"{out} holds files that are not a review ({', '.join(foreign) or out.name}); "
+                f"{out} holds files that are not a review ({', '.join(foreign)}); "
                 "choose another --out"
             )
-        shutil.rmtree(out)
-    os.replace(built, out)
+    with atomic_directory(out) as built:
+        yield built
 
 
 def write_review(
@@ -418,10 +425,7 @@ def write_review(
         len(params),
         sum(len(table.rows) + len(table.per_class) for table in metrics),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    built.chmod(0o755)  # mkdtemp makes it private; the review is for everyone to read
-    try:
+    with review_directory(out) as built:
         with tempfile.TemporaryDirectory(prefix="dvc-plots-") as scratch:
             plots_json = run_dvc(
                 ["plots", "diff", *revisions, "--json", "--out", scratch], repository
@@ -435,9 +439,6 @@ def write_review(
             plots,
         )
         (built / REPORT_FILE).write_text(markdown, encoding="utf-8")
-        replace_directory(built, out)
-    finally:
-        shutil.rmtree(built, ignore_errors=True)
     log.info(
         "wrote %s with %d plots (%d changed)",
         out / REPORT_FILE,

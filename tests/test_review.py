@@ -23,7 +23,7 @@ from fmnist.review import (
     params_rows,
     render_plots,
     render_review,
-    replace_directory,
+    review_directory,
     slug,
 )
 from tests.helpers import dvc, git, run
@@ -143,15 +143,15 @@ def test_plots_are_rendered_and_image_plots_put_side_by_side(tmp_path: Path) -> 
 
 
 def test_an_earlier_review_is_replaced_but_nothing_else(tmp_path: Path) -> None:
-    built, out = tmp_path / "built", tmp_path / "out"
-    built.mkdir()
+    out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ReviewError, match=re.escape("notes.txt")):
-        replace_directory(built, out)
+    with pytest.raises(ReviewError, match=re.escape("notes.txt")), review_directory(out):
+        pass
     (out / "notes.txt").unlink()
     (out / "report.md").write_text("old review")
-    replace_directory(built, out)
+    with review_directory(out):
+        pass
     assert not (out / "report.md").exists()
 
 
