@@ -48,7 +48,7 @@ def describe_model(params: Params) -> str:
     train = params.train
     if train.model == "cnn":
         cnn = train.cnn
-        blocks = ", ".join(f"{filters}" for filters in cnn.filters)
+        blocks = ", ".join(map(str, cnn.filters))
         network = (
             f"CNN: Conv2D ({blocks} filters of {cnn.kernel_size}x{cnn.kernel_size}, "
             f"{cnn.padding} padding, each "
@@ -60,15 +60,9 @@ def describe_model(params: Params) -> str:
     extras += ["batch norm"] if train.batch_norm else []
     extras += [f"L2 {train.l2:g}"] if train.l2 else []
     extras += [f"label smoothing {train.label_smoothing:g}"] if train.label_smoothing else []
-    augment = train.augment
-    if augment.flip or augment.shift:
-        extras += [
-            "augmented: "
-            + " and ".join(
-                (["flips"] if augment.flip else [])
-                + ([f"shifts up to {augment.shift:g}"] if augment.shift else [])
-            )
-        ]
+    augmented = ["flips"] if train.augment.flip else []
+    augmented += [f"shifts up to {train.augment.shift:g}"] if train.augment.shift else []
+    extras += [f"augmented: {' and '.join(augmented)}"] if augmented else []
     schedule = "" if train.schedule == "constant" else f" with {train.schedule} decay"
     stopping = (
         f", early stopping after {train.early_stopping.patience} epochs without improvement"
