@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bench.workspace import dvc_command, make_template
+from fmnist.staleness import OUTPUT_SECTIONS, declared_paths
 
 
 def command_environment() -> dict[str, str]:
@@ -44,12 +45,11 @@ def git(*arguments: str, cwd: Path) -> str:
 
 def declared_outputs(dvc_yaml: dict) -> list[str]:
     """Every path that a stage of ``dvc_yaml`` writes (outs, metrics and plots)."""
-    paths = []
-    for stage in dvc_yaml["stages"].values():
-        for section in ("outs", "metrics", "plots"):
-            for entry in stage.get(section, []):
-                paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
-    return paths
+    return [
+        path
+        for stage in dvc_yaml["stages"].values()
+        for path in declared_paths(stage, OUTPUT_SECTIONS)
+    ]
 
 
 def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -> Path:
