@@ -24,6 +24,7 @@ import yaml
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
+from fmnist.files import write_text
 
 log = logging.getLogger("study")
 
@@ -197,7 +198,7 @@ def update_readme(readme: Path, table: str) -> None:
     if not pattern.search(text):
         raise PipelineError(f"{readme}: no {TABLE_START} ... {TABLE_END} markers to replace")
     replacement = f"{TABLE_START}\n{table}\n{TABLE_END}"
-    readme.write_text(pattern.sub(lambda _: replacement, text), encoding="utf-8")
+    write_text(readme, pattern.sub(lambda _: replacement, text))
 
 
 def main() -> None:
