@@ -6,21 +6,12 @@ real one with the data source pointed at small synthetic IDX files and a tiny ne
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from bench.measure import command_environment
 from bench.workspace import dvc_command, make_template
 from fmnist.staleness import OUTPUT_SECTIONS, declared_paths
-
-
-def command_environment() -> dict[str, str]:
-    """This environment with the virtual environment's `python` and `dvc` first on PATH."""
-    environment = dict(os.environ)
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
-    environment.pop("PYTHONPATH", None)
-    return environment
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

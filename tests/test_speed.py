@@ -10,12 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from bench.figures import NON_TENSORFLOW_STAGES, TENSORFLOW_PACKAGES
 from fmnist import model as model_module
 from fmnist.data import Split, pixel_histogram, summarize
 from fmnist.model import seed_everything, train_model
 from tests.conftest import REPOSITORY_ROOT, make_train_params
-
-TENSORFLOW_MODULES = ("tensorflow", "keras", "tf_keras")
 
 
 def imported_modules(code: str) -> set[str]:
@@ -32,10 +31,10 @@ def imported_modules(code: str) -> set[str]:
     return set(json.loads(result.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize("stage", ["fetch", "preprocess", "split", "report"])
+@pytest.mark.parametrize("stage", NON_TENSORFLOW_STAGES)
 def test_stage_without_a_model_does_not_import_tensorflow(stage: str) -> None:
     modules = imported_modules(f"import stages.{stage}")
-    loaded = sorted(name for name in modules if name.split(".")[0] in TENSORFLOW_MODULES)
+    loaded = sorted(name for name in modules if name.split(".")[0] in TENSORFLOW_PACKAGES)
     assert loaded == [], f"stages.{stage} imports TensorFlow (seconds of start-up): {loaded[:5]}"
 
 
