@@ -45,14 +45,9 @@ log = logging.getLogger("bench")
 
 TRAINING_STAGES = ("train", "evaluate", "report")
 NON_TENSORFLOW_STAGES = ("fetch", "preprocess", "split", "report")
-DATA_STAGES = ("fetch", "preprocess", "split")
 TENSORFLOW_PACKAGES = {"tensorflow", "keras", "tf_keras"}
 # Every stage must stay under this peak resident set with the default params.
 MEMORY_GOAL_BYTES = 1.5e9
-# DVC's default link type, and hard links: on ext4 and the like the default copies every output
-# into the cache. (With reflink listed first, DVC 3 leaves a run's outputs as copies on ext4.)
-DEFAULT_CACHE_TYPE = "reflink,copy"
-RECOMMENDED_CACHE_TYPE = "hardlink,copy"
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +([\w.]+)\s*$", re.MULTILINE)
 
 
@@ -66,8 +61,6 @@ class Settings:
     """Epochs per throughput measurement; the first, which traces the graph, is not timed."""
     scaling_factors: tuple[int, ...]
     scaling_epochs: int
-    data_stages: tuple[str, ...]
-    """The stages that the cache-links figure runs: fetch, preprocess and split, or fewer."""
     trace_timed_runs: bool
     """Check imports on the timed start-up runs (quick) rather than on an extra untimed run."""
     scratch: Path
@@ -155,11 +148,12 @@ def param_change(workspace: Path, settings: Settings) -> tuple[dict, dict[str, l
     """
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     base_rate = float(params["train"]["learning_rate"])
-    experiment_seconds, alone_seconds = [], []
+    experiment_seconds, alone_seconds, rates = [], [], []
     ran: set[str] = set()
     alone_runs: dict[str, list[Run]] = {stage: [] for stage in TRAINING_STAGES}
     for repeat in range(settings.repeats):
         rate = f"{base_rate * (1 + (repeat + 1) / 10):g}"
+        rates.append(rate)
         for side in in_alternating_order(repeat, "experiment", "alone"):
             if side == "experiment":
                 command = dvc_command("exp", "run", "-S", f"train.learning_rate={rate}")
@@ -181,8 +175,30 @@ def param_change(workspace: Path, settings: Settings) -> tuple[dict, dict[str, l
         "goal": 1.15,
         "stages_run": [stage for stage in STAGES if stage in ran],
         **compare(experiment_seconds, alone_seconds),
+        "learning_rates": rates,
+        "experiment_seconds": [round(seconds, 3) for seconds in experiment_seconds],
     }
     return figure, alone_runs
+
+
+def run_cache(workspace: Path, changed: dict) -> dict:
+    """Returning to params that already ran: each experiment of ``changed`` (the param-change
+    figure) again, which DVC's run-cache restores, against training it the first time.
+    """
+    restored_seconds = []
+    for rate in changed["learning_rates"]:
+        run = run_measured(
+            dvc_command("exp", "run", "-S", f"train.learning_rate={rate}"), workspace
+        )
+        # The report is a plain `cache: false` output, so that stage alone runs again.
+        _expect_stages(run, {"report"})
+        restored_seconds.append(run.seconds)
+        log.info("run-cache: learning rate %s restored in %.1f s", rate, run.seconds)
+    return {
+        "what": "dvc exp run -S train.learning_rate=... back to params that ran, restored from "
+        "the run-cache / the same experiment trained",
+        **compare(restored_seconds, changed["experiment_seconds"]),
+    }
 
 
 def imported_packages(output: str) -> set[str]:
@@ -334,55 +350,6 @@ def scaling(splits: Path, settings: Settings) -> dict:
     }
 
 
-def _disk_bytes(root: Path) -> int:
-    """Bytes on disk under ``root`` outside .git, each hard-linked file counted once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for directory, directories, files in os.walk(root):
-        if Path(directory) == root:
-            directories[:] = [name for name in directories if name != ".git"]
-        for name in files:
-            status = os.lstat(Path(directory) / name)
-            if (status.st_dev, status.st_ino) not in seen:
-                seen.add((status.st_dev, status.st_ino))
-                total += status.st_blocks * 512
-    return total
-
-
-def cache_links(template: Path, settings: Settings) -> dict:
-    """The data stages from an empty cache, and a checkout of their outputs, under DVC's
-    default cache link type against the recommended one.
-    """
-    seconds: dict[str, dict[str, list[float]]] = {
-        cache_type: {"repro": [], "checkout": []}
-        for cache_type in (DEFAULT_CACHE_TYPE, RECOMMENDED_CACHE_TYPE)
-    }
-    disk: dict[str, int] = {}
-    for repeat in range(settings.repeats):
-        for cache_type in in_alternating_order(repeat, *seconds):
-            workspace = copy_workspace(template, settings.scratch / f"links-{repeat}")
-            # What `dvc config --local cache.type ...` writes, without starting DVC for it.
-            (workspace / ".dvc" / "config.local").write_text(f"[cache]\n    type = {cache_type}\n")
-            stages = settings.data_stages
-            run = run_measured(dvc_command("repro", stages[-1]), workspace)
-            _expect_stages(run, set(stages))
-            seconds[cache_type]["repro"].append(run.seconds)
-            disk[cache_type] = _disk_bytes(workspace)
-            shutil.rmtree(workspace / "data")
-            run = run_measured(dvc_command("checkout", *stages), workspace)
-            seconds[cache_type]["checkout"].append(run.seconds)
-            shutil.rmtree(workspace)
-    default, recommended = seconds[DEFAULT_CACHE_TYPE], seconds[RECOMMENDED_CACHE_TYPE]
-    return {
-        "what": f"cache.type {RECOMMENDED_CACHE_TYPE} / {DEFAULT_CACHE_TYPE} (DVC's default): "
-        f"dvc repro of {', '.join(settings.data_stages)} from an empty cache; dvc checkout of "
-        "their deleted outputs; disk used by workspace and cache",
-        "repro": compare(recommended["repro"], default["repro"]),
-        "checkout": compare(recommended["checkout"], default["checkout"]),
-        "disk_megabytes": {cache_type: _megabytes(used) for cache_type, used in disk.items()},
-    }
-
-
 def _timed(name: str, function: Callable[[], Any]) -> Any:
     started = time.perf_counter()
     result = function()
@@ -402,7 +369,6 @@ def run_all(template: Path, settings: Settings) -> dict:
     independent = {
         "training_throughput": lambda: training_throughput(splits, settings),
         "scaling": lambda: scaling(splits, settings),
-        "cache_links": lambda: cache_links(template, settings),
     }
     figures: dict[str, dict] = {}
     with ThreadPoolExecutor(max_workers=1) as executor:
@@ -415,6 +381,9 @@ def run_all(template: Path, settings: Settings) -> dict:
         )
         figures["param_change"], training_runs = _timed(
             "param_change", lambda: param_change(workspace, settings)
+        )
+        figures["run_cache"] = _timed(
+            "run_cache", lambda: run_cache(workspace, figures["param_change"])
         )
         figures["startup"], data_runs = _timed("startup", lambda: startup(workspace, settings))
         figures["peak_memory"] = peak_memory({**data_runs, **training_runs})

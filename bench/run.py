@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.figures import DATA_STAGES, Settings, run_all
+from bench.figures import Settings, run_all
 from bench.summary import summary_lines
 from bench.workspace import REPOSITORY_ROOT, cache_type, make_template, source_checksums
 from fmnist.files import write_json
@@ -73,9 +73,11 @@ def main() -> None:
 
     repeats = args.repeats or (1 if args.quick else 5)
     changes: dict[str, object] = {}
+    checksums = None
     if args.source:
         source = args.source.resolve()
-        changes = {"fetch.sources": [str(source)], "fetch.sha256": source_checksums(source)}
+        changes = {"fetch.sources": [str(source)]}
+        checksums = source_checksums(source)
     if args.quick:
         changes["train.epochs"] = 2
     started = time.perf_counter()
@@ -86,12 +88,11 @@ def main() -> None:
             training_epochs=2 if args.quick else 3,
             scaling_factors=(1, 2) if args.quick else (1, 2, 4),
             scaling_epochs=2 if args.quick else 3,
-            data_stages=DATA_STAGES[:1] if args.quick else DATA_STAGES,
             trace_timed_runs=args.quick,
             concurrent=args.quick,
             scratch=Path(scratch),
         )
-        template = make_template(Path(scratch) / "template", changes)
+        template = make_template(Path(scratch) / "template", changes, checksums)
         workspace_cache_type = cache_type(template)
         figures = run_all(template, settings)
     results = {

@@ -90,13 +90,9 @@ def summary_lines(results: dict) -> list[str]:
             + (f", {extra} bytes of peak per extra image byte" if extra is not None else "")
         )
 
-    links = figures["cache_links"]
-    disk = ", ".join(f"{name} {value:,.0f} MB" for name, value in links["disk_megabytes"].items())
-    repro, checkout = links["repro"], links["checkout"]
+    cached = figures["run_cache"]
     lines.append(
-        f"8. cache links, {links['what'].split(':')[0]}: data stages {repro['ratio']:.2f}x "
-        f"({_seconds(repro['measured'])} / {_seconds(repro['baseline'])}), "
-        f"checkout {checkout['ratio']:.2f}x ({_seconds(checkout['measured'])} / "
-        f"{_seconds(checkout['baseline'])}); disk {disk}"
+        f"8. run-cache, back to params that ran: {cached['ratio']:.3f}x of training them "
+        f"({_seconds(cached['measured'])} / {_seconds(cached['baseline'])})"
     )
     return lines

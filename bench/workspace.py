@@ -17,7 +17,7 @@ import yaml
 
 from fmnist import RAW_FILES
 from fmnist.data import Split, split_data
-from fmnist.fetch import is_url, read_local_file
+from fmnist.fetch import CHECKSUMS_FILE, is_url, read_local_file
 from fmnist.idx import decompress, read_split
 from fmnist.params import Params
 
@@ -73,24 +73,37 @@ def source_splits(params: Params) -> dict[str, Split]:
 
 
 def set_params(workspace: Path, changes: Mapping[str, Any]) -> None:
-    """Set values of the workspace's params.yaml by dotted key, e.g. ``train.epochs``."""
-    path = workspace / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for dotted_key, value in changes.items():
-        *sections, key = dotted_key.split(".")
-        section = params
-        for name in sections:
-            section = section[name]
-        section[key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    """Set values of the workspace's params.yaml by dotted key, e.g. ``train.epochs``, written
+    back through DVC's own YAML writer, as ``dvc exp run -S`` would write them.
+    """
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(workspace / "params.yaml") as params:
+        for dotted_key, value in changes.items():
+            *sections, key = dotted_key.split(".")
+            section = params
+            for name in sections:
+                section = section[name]
+            section[key] = value
+
+
+def write_checksums(workspace: Path, checksums: Mapping[str, str]) -> None:
+    """Replace the workspace's checksum file of the data set (``sha256sum`` format)."""
+    lines = "".join(f"{digest}  {name}\n" for name, digest in checksums.items())
+    (workspace / "fmnist" / CHECKSUMS_FILE.name).write_text(lines)
 
 
 def _git(*arguments: str, cwd: Path) -> None:
     subprocess.run(["git", *arguments], cwd=cwd, check=True, capture_output=True)
 
 
-def make_template(root: Path, params_changes: Mapping[str, Any]) -> Path:
-    """A git repository at ``root`` holding this pipeline (one commit); nothing has run yet."""
+def make_template(
+    root: Path, params_changes: Mapping[str, Any], checksums: Mapping[str, str] | None = None
+) -> Path:
+    """A git repository at ``root`` holding this pipeline (one commit); nothing has run yet.
+
+    ``checksums`` replace the data set's published ones, for a source of other files.
+    """
     for name in PIPELINE_FILES:
         source, target = REPOSITORY_ROOT / name, root / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +113,8 @@ def make_template(root: Path, params_changes: Mapping[str, Any]) -> Path:
             shutil.copy2(source, target)
     if params_changes:
         set_params(root, params_changes)
+    if checksums:
+        write_checksums(root, checksums)
     _git("init", "-q", "-b", "main", cwd=root)
     _git("config", "user.email", "pipeline@example.com", cwd=root)
     _git("config", "user.name", "Pipeline", cwd=root)

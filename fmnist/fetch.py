@@ -4,9 +4,9 @@ A source is a local directory holding ``<name>`` or ``<name>.gz`` (Debian's
 dataset-fashion-mnist package installs the gzipped files in /usr/share/datasets/fashion-mnist)
 or the base URL of a mirror serving ``<base>/<name>.gz``. Debian re-compressed the files, so
 only the decompressed payload is comparable between sources: every payload is gunzipped and
-checked against the SHA-256 of the published data (params.yaml: fetch.sha256) before anything
-is written, and the output is always the decompressed files, byte-identical whichever source
-served them.
+checked against the SHA-256 of the published data (``fashion-mnist.sha256`` beside this module,
+in ``sha256sum -c`` format) before anything is written, and the output is always the
+decompressed files, byte-identical whichever source served them.
 """
 
 from __future__ import annotations
@@ -14,18 +14,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import requests
 
+from fmnist import RAW_FILES
 from fmnist.errors import DataError, FetchError
-from fmnist.files import atomic_directory, write_bytes
+from fmnist.files import empty_directory, write_bytes
 from fmnist.idx import decompress
 
 log = logging.getLogger(__name__)
 
+# The published checksums are facts about the data set, not settings to experiment with, so they
+# live in a file of their own (``sha256sum -c`` reads it too), not in params.yaml.
+CHECKSUMS_FILE = Path(__file__).with_name("fashion-mnist.sha256")
 DEBIAN_DIRECTORY = "/usr/share/datasets/fashion-mnist"
 CHUNK_SIZE = 64 * 1024
 MEGABYTE = 1024 * 1024
@@ -40,6 +45,33 @@ class _TransientError(Exception):
 def is_url(source: str) -> bool:
     """Whether ``source`` names a download mirror rather than a local directory."""
     return source.startswith(("http://", "https://"))
+
+
+def read_checksums(path: str | os.PathLike[str] = CHECKSUMS_FILE) -> dict[str, str]:
+    """The ``{file name: sha256}`` table of a checksum file in ``sha256sum`` format.
+
+    It must name exactly the four files of the data set, each once.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FetchError(f"{path}: cannot read: {error}") from None
+    checksums: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S+)", line)
+        if match is None:
+            raise FetchError(f"{path}:{number}: not '<sha256>  <file name>': {line[:100]!r}")
+        digest, name = match.groups()
+        if name in checksums:
+            raise FetchError(f"{path}:{number}: {name} is listed twice")
+        checksums[name] = digest
+    expected = {name for pair in RAW_FILES.values() for name in pair}
+    if set(checksums) != expected:
+        raise FetchError(f"{path}: must list exactly the files {', '.join(sorted(expected))}")
+    return checksums
 
 
 def verify_payload(data: bytes, name: str, sha256: str) -> None:
@@ -227,10 +259,10 @@ def _failure_message(failures: list[tuple[str, str]], names: Sequence[str]) -> s
 
 
 def _write_outputs(payloads: dict[str, bytes], out_dir: Path) -> None:
-    """Replace ``out_dir`` with a directory of exactly these files, or leave it untouched."""
-    with atomic_directory(out_dir) as staging:
-        for name, payload in payloads.items():
-            write_bytes(staging / name, payload)
+    """Make ``out_dir`` a directory of exactly these files."""
+    out_dir = empty_directory(out_dir)
+    for name, payload in payloads.items():
+        write_bytes(out_dir / name, payload)
 
 
 def fetch_dataset(

@@ -193,13 +193,15 @@ def train_model(
     compile_model(model, params, steps_per_epoch)
     log.info(
         "training a %s network of %s parameters on %s images, validating on %s, "
-        "%d epochs of batch %d",
+        "%d epochs of batch %d, %s at learning rate %r",
         params.model,
         f"{model.count_params():,}",
         f"{len(train.labels):,}",
         f"{len(val.labels):,}",
         params.epochs,
         params.batch_size,
+        params.optimizer,
+        params.learning_rate,
     )
     all_callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
     if params.early_stopping.patience > 0:

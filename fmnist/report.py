@@ -80,12 +80,15 @@ def render_report(
     params: Params,
     train_metrics: dict,
     test_metrics: dict,
-    split_counts: dict[str, dict[str, int]],
+    class_scores: list[dict],
     confused_pairs: list[dict],
+    split_counts: dict[str, dict[str, int]],
     figures: dict[str, str],
 ) -> str:
     """The report as GitHub-flavoured markdown; ``figures`` maps names to relative links.
 
+    ``train_metrics`` is the train stage's dvclive summary, ``test_metrics`` the evaluate stage's
+    headline metrics, ``class_scores`` and ``confused_pairs`` its plot records;
     ``split_counts`` gives the number of images of each class in each split, by split name.
     """
     sizes = " / ".join(f"{sum(counts.values()):,} {name}" for name, counts in split_counts.items())
@@ -99,23 +102,23 @@ def render_report(
         "| | accuracy | loss |",
         "|---|---:|---:|",
         f"| test | **{_percent(test_metrics['accuracy'])}** | {test_metrics['loss']:.4f} |",
-        f"| validation (epoch {epoch}) | {_percent(train_metrics['val_accuracy'])} "
-        f"| {train_metrics['val_loss']:.4f} |",
-        f"| train (epoch {epoch}) | {_percent(train_metrics['train_accuracy'])} "
-        f"| {train_metrics['train_loss']:.4f} |",
+        f"| validation (epoch {epoch}) | {_percent(train_metrics['eval']['accuracy'])} "
+        f"| {train_metrics['eval']['loss']:.4f} |",
+        f"| train (epoch {epoch}) | {_percent(train_metrics['train']['accuracy'])} "
+        f"| {train_metrics['train']['loss']:.4f} |",
         "",
         "Macro average on the test set: precision {precision:.4f}, recall {recall:.4f}, "
-        "F1 {f1:.4f}.".format(**test_metrics["macro"]),
+        "F1 {f1:.4f}.".format(**test_metrics),
         "",
         "## Per class (test set)",
         "",
         "| class | precision | recall | F1 | images |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, values in test_metrics["per_class"].items():
+    for values in class_scores:
         lines.append(
-            f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} "
-            f"| {values['f1']:.4f} | {split_counts['test'][name]:,} |"
+            f"| {values['class']} | {values['precision']:.4f} | {values['recall']:.4f} "
+            f"| {values['f1']:.4f} | {split_counts['test'][values['class']]:,} |"
         )
     lines += [
         "",
@@ -125,7 +128,8 @@ def render_report(
         "|---|---|---:|",
     ]
     lines += [
-        f"| {pair['true']} | {pair['predicted']} | {pair['count']} |" for pair in confused_pairs
+        f"| {pair['actual']} | {pair['predicted']} | {pair['count']} |"
+        for pair in confused_pairs[:5]
     ]
     lines += [
         "",

@@ -1,4 +1,5 @@
-"""Score the trained model on the test split: metrics and per-image predictions."""
+"""Score the trained model on the test split: headline metrics, per-class scores, the most
+confused pairs and per-image predictions."""
 
 import argparse
 import logging
@@ -9,7 +10,7 @@ import pandas as pd
 from fmnist import CLASS_NAMES
 from fmnist.cli import run_stage
 from fmnist.data import load_split
-from fmnist.evaluation import classification_metrics
+from fmnist.evaluation import class_scores, classification_metrics, confused_pairs, confusion
 from fmnist.files import write_json, write_text
 from fmnist.model import load_model, predict_probabilities
 from stages import exit_now
@@ -23,19 +24,24 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="trained model (.keras)")
     parser.add_argument("--metrics", type=Path, required=True, help="test metrics (JSON)")
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
+    parser.add_argument("--classes", type=Path, required=True, help="per-class scores (JSON)")
+    parser.add_argument("--confused", type=Path, required=True, help="confused pairs (JSON)")
     args = parser.parse_args()
 
     test = load_split(args.data)
     probabilities = predict_probabilities(load_model(args.model), test.images)
     metrics = classification_metrics(test.labels, probabilities)
+    predicted = probabilities.argmax(1)
     names = pd.Series(CLASS_NAMES)
     predictions = pd.DataFrame(
         {
             "actual": names[test.labels].to_numpy(),
-            "predicted": names[probabilities.argmax(1)].to_numpy(),
+            "predicted": names[predicted].to_numpy(),
         }
     )
     write_text(args.predictions, predictions.to_csv(index_label="index", lineterminator="\n"))
+    write_json(args.classes, class_scores(test.labels, predicted))
+    write_json(args.confused, confused_pairs(confusion(test.labels, predicted)))
     write_json(args.metrics, metrics)
     log.info(
         "test accuracy %.4f, loss %.4f on %s images",

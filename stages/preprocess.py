@@ -7,7 +7,7 @@ from pathlib import Path
 from fmnist import CLASS_NAMES, RAW_FILES
 from fmnist.cli import run_stage
 from fmnist.data import Split, save_split, summarize
-from fmnist.files import atomic_directory, write_json
+from fmnist.files import empty_directory, write_json
 from fmnist.idx import read_split
 from fmnist.plots import plot_image_grid, save_figure
 from stages import exit_now
@@ -27,10 +27,10 @@ def main() -> None:
         name: Split(*read_split(args.raw / images, args.raw / labels))
         for name, (images, labels) in RAW_FILES.items()
     }
-    with atomic_directory(args.out) as staging:
-        for name, split in splits.items():
-            save_split(staging / f"{name}.npz", split)
-            log.info("%s: %s images of 28x28", name, f"{len(split.labels):,}")
+    out = empty_directory(args.out)
+    for name, split in splits.items():
+        save_split(out / f"{name}.npz", split)
+        log.info("%s: %s images of 28x28", name, f"{len(split.labels):,}")
     write_json(args.summary, {name: summarize(split) for name, split in splits.items()})
 
     first = splits["train"]

@@ -12,7 +12,7 @@ import pandas as pd
 from fmnist import CLASS_NAMES
 from fmnist.cli import run_stage
 from fmnist.data import load_split
-from fmnist.evaluation import confusion, most_confused_pairs
+from fmnist.evaluation import confusion
 from fmnist.files import write_text
 from fmnist.params import load_params
 from fmnist.plots import plot_confusion, plot_curves, plot_image_grid, save_figure
@@ -26,10 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--test", type=Path, required=True, help="the test split (.npz)")
     parser.add_argument("--predictions", type=Path, required=True, help="per-image CSV")
-    parser.add_argument("--train-metrics", type=Path, required=True)
+    parser.add_argument("--classes", type=Path, required=True, help="per-class scores (JSON)")
+    parser.add_argument("--confused", type=Path, required=True, help="confused pairs (JSON)")
     parser.add_argument("--test-metrics", type=Path, required=True)
     parser.add_argument("--split-counts", type=Path, required=True, help="class counts (JSON)")
-    parser.add_argument("--live", type=Path, required=True, help="dvclive per-epoch logs")
+    parser.add_argument("--live", type=Path, required=True, help="the train stage's dvclive")
     parser.add_argument("--figures", type=Path, required=True, help="directory for the PNGs")
     parser.add_argument("--out", type=Path, required=True, help="the report (markdown)")
     args = parser.parse_args()
@@ -59,10 +60,11 @@ def main() -> None:
 
     markdown = render_report(
         params,
-        json.loads(args.train_metrics.read_text()),
+        json.loads((args.live / "metrics.json").read_text()),
         json.loads(args.test_metrics.read_text()),
+        json.loads(args.classes.read_text()),
+        json.loads(args.confused.read_text()),
         json.loads(args.split_counts.read_text()),
-        most_confused_pairs(matrix),
         links,
     )
     write_text(args.out, markdown)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fmnist.cli import run_stage
 from fmnist.data import class_counts, load_split, save_split, split_data
-from fmnist.files import atomic_directory, write_json
+from fmnist.files import empty_directory, write_json
 from fmnist.params import load_params
 from stages import exit_now
 
@@ -23,9 +23,9 @@ def main() -> None:
 
     train, test = load_split(args.prepared / "train.npz"), load_split(args.prepared / "test.npz")
     splits = split_data(train, test, params.split, params.seed)
-    with atomic_directory(args.out) as staging:
-        for name, split in splits.items():
-            save_split(staging / f"{name}.npz", split)
+    out = empty_directory(args.out)
+    for name, split in splits.items():
+        save_split(out / f"{name}.npz", split)
     write_json(args.counts, {name: class_counts(split.labels) for name, split in splits.items()})
     log.info(
         "%s: %s",

@@ -1,4 +1,8 @@
-"""Train the dense network on the train split, validating on the validation split."""
+"""Train the network on the train split, validating on the validation split.
+
+dvclive writes the per-epoch curves and the summary into ``--live`` as training goes, so DVC's
+plots (and VS Code's DVC extension, DVC Studio) show them while the model trains.
+"""
 
 import argparse
 import logging
@@ -6,7 +10,7 @@ from pathlib import Path
 
 from fmnist.cli import run_stage
 from fmnist.data import load_split
-from fmnist.files import atomic_directory, write_json
+from fmnist.evaluation import DIGITS
 from fmnist.params import load_params
 from stages import exit_now
 
@@ -14,11 +18,10 @@ log = logging.getLogger("train")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="directory of the splits")
     parser.add_argument("--model", type=Path, required=True, help="trained model (.keras)")
-    parser.add_argument("--metrics", type=Path, required=True, help="last-epoch metrics (JSON)")
-    parser.add_argument("--live", type=Path, required=True, help="dvclive per-epoch logs")
+    parser.add_argument("--live", type=Path, required=True, help="dvclive directory")
     args = parser.parse_args()
     params = load_params()
     train, val = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")
@@ -31,28 +34,28 @@ def main() -> None:
     from fmnist.model import kept_epoch, save_model, seed_everything, train_model
 
     seed_everything(params.seed)
-    # Everything is written to temporary places first and moved into place only after
-    # training succeeded, so a failed or interrupted run leaves the previous results intact.
-    with atomic_directory(args.live) as live_dir:
-        with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-            model, history = train_model(params.train, train, val, [DVCLiveCallback(live=live)])
+    with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
+        model, history = train_model(params.train, train, val, [DVCLiveCallback(live=live)])
+        epoch = kept_epoch(history, params.train)
+        # The summary describes the model that is saved: with early stopping and restore_best
+        # that is an earlier epoch than the last one logged.
+        live.summary.update(
+            {
+                split: {
+                    name: round(float(history[f"{prefix}{name}"][epoch - 1]), DIGITS)
+                    for name in ("loss", "accuracy")
+                }
+                for split, prefix in (("train", ""), ("eval", "val_"))
+            }
+            | {
+                "epochs": len(history["loss"]),
+                "kept_epoch": epoch,
+            }
+        )
         save_model(model, args.model)
-    epoch = kept_epoch(history, params.train)
-    kept = {name: round(float(values[epoch - 1]), 4) for name, values in history.items()}
-    write_json(
-        args.metrics,
-        {
-            "epochs": len(history["loss"]),
-            "kept_epoch": epoch,
-            "train_loss": kept["loss"],
-            "train_accuracy": kept["accuracy"],
-            "val_loss": kept["val_loss"],
-            "val_accuracy": kept["val_accuracy"],
-        },
-    )
     log.info(
         "validation accuracy %.4f (epoch %d of %d)",
-        kept["val_accuracy"],
+        history["val_accuracy"][epoch - 1],
         epoch,
         len(history["loss"]),
     )

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from bench.measure import command_environment
 from bench.workspace import dvc_command, make_template
-from fmnist.staleness import OUTPUT_SECTIONS, declared_paths
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -37,9 +36,10 @@ def git(*arguments: str, cwd: Path) -> str:
 def declared_outputs(dvc_yaml: dict) -> list[str]:
     """Every path that a stage of ``dvc_yaml`` writes (outs, metrics and plots)."""
     return [
-        path
+        next(iter(entry)) if isinstance(entry, dict) else str(entry)
         for stage in dvc_yaml["stages"].values()
-        for path in declared_paths(stage, OUTPUT_SECTIONS)
+        for section in ("outs", "metrics", "plots")
+        for entry in stage.get(section) or []
     ]
 
 
@@ -50,10 +50,9 @@ def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -
     """
     changes = {
         "fetch.sources": [str(source)],
-        "fetch.sha256": sha256,
         "train.hidden_units": [16],
         "train.epochs": 2,
         "train.batch_size": 32,
         "report.misclassified": 5,
     }
-    return make_template(root, changes)
+    return make_template(root, changes, sha256)

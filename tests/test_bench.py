@@ -27,7 +27,7 @@ FIGURES = (
     "startup",
     "peak_memory",
     "scaling",
-    "cache_links",
+    "run_cache",
 )
 
 
@@ -110,7 +110,7 @@ def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     ratios = [
         figures[name]["ratio"] for name in ("pipeline_overhead", "nothing_to_do", "param_change")
     ]
-    ratios += [figures["cache_links"][step]["ratio"] for step in ("repro", "checkout")]
+    ratios.append(figures["run_cache"]["ratio"])
     throughput = figures["training_throughput"]
     ratios += [throughput[size]["samples_per_second"]["ratio"] for size in throughput["goal"]]
     assert all(math.isfinite(ratio) and ratio > 0 for ratio in ratios), ratios

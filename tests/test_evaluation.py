@@ -10,7 +10,13 @@ import pytest
 from sklearn.metrics import confusion_matrix, log_loss
 
 from fmnist import CLASS_NAMES
-from fmnist.evaluation import classification_metrics, confusion, most_confused_pairs
+from fmnist.evaluation import (
+    class_scores,
+    classification_metrics,
+    confused_pairs,
+    confusion,
+    most_confused_pairs,
+)
 
 # Every class twice; three mistakes: T-shirt/top -> Shirt, Coat -> Pullover, Shirt -> T-shirt/top.
 LABELS = np.repeat(np.arange(10), 2)
@@ -37,10 +43,18 @@ def test_accuracy_and_loss() -> None:
     assert metrics["loss"] == round(log_loss(LABELS, PROBABILITIES), 4)
 
 
-def test_per_class_values_are_keyed_by_class_name() -> None:
-    per_class = classification_metrics(LABELS, PROBABILITIES)["per_class"]
+def test_headline_metrics_are_five_flat_values() -> None:
+    metrics = classification_metrics(LABELS, PROBABILITIES)
 
-    assert list(per_class) == list(CLASS_NAMES)
+    assert list(metrics) == ["accuracy", "loss", "precision", "recall", "f1"]
+    assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_class_scores_are_plot_records_in_label_order() -> None:
+    records = class_scores(LABELS, PREDICTED)
+
+    assert [record["class"] for record in records] == list(CLASS_NAMES)
+    per_class = {record.pop("class"): record for record in records}
     assert per_class["T-shirt/top"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert per_class["Pullover"] == {"precision": 0.6667, "recall": 1.0, "f1": 0.8}
     assert per_class["Coat"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667}
@@ -49,7 +63,8 @@ def test_per_class_values_are_keyed_by_class_name() -> None:
 
 
 def test_macro_values_average_the_ten_classes() -> None:
-    macro = classification_metrics(LABELS, PROBABILITIES)["macro"]
+    metrics = classification_metrics(LABELS, PROBABILITIES)
+    macro = {name: metrics[name] for name in ("precision", "recall", "f1")}
 
     assert macro == {
         "precision": round((0.5 + 2 / 3 + 1 + 0.5 + 6) / 10, 4),
@@ -131,16 +146,26 @@ def test_most_confused_pairs_is_empty_without_errors() -> None:
     assert most_confused_pairs(np.diag(np.full(10, 50))) == []
 
 
-def test_shirt_confusions_count_both_directions_and_the_worst_pair_is_named() -> None:
+def test_confused_pairs_lead_with_the_worst_and_always_hold_shirt_against_its_lookalikes() -> None:
     # The three mistakes: T-shirt/top as Shirt, Coat as Pullover, Shirt as T-shirt/top.
-    metrics = classification_metrics(LABELS, PROBABILITIES)
+    pairs = confused_pairs(confusion(LABELS, PREDICTED))
+    counts = {pair["pair"]: pair["count"] for pair in pairs}
 
-    assert metrics["shirt_confused_with"] == {"T-shirt/top": 2, "Pullover": 0, "Coat": 0}
-    assert metrics["most_confused"] == {"pair": "T-shirt/top as Shirt", "count": 1}
+    assert pairs[0] == {
+        "pair": "T-shirt/top as Shirt",
+        "actual": "T-shirt/top",
+        "predicted": "Shirt",
+        "count": 1,
+    }
+    assert counts["Coat as Pullover"] == counts["Shirt as T-shirt/top"] == 1
+    for name in ("T-shirt/top", "Pullover", "Coat"):
+        assert f"Shirt as {name}" in counts and f"{name} as Shirt" in counts
+    assert [pair["count"] for pair in pairs] == sorted(counts.values(), reverse=True)
+    assert len(pairs) == len(counts)  # no pair twice
 
 
-def test_no_mistakes_means_no_confused_pair() -> None:
-    metrics = classification_metrics(LABELS, probabilities_for(LABELS))
+def test_no_mistakes_means_only_the_shirt_pairs_at_zero() -> None:
+    pairs = confused_pairs(confusion(LABELS, LABELS))
 
-    assert metrics["most_confused"] == {"pair": "none", "count": 0}
-    assert set(metrics["shirt_confused_with"].values()) == {0}
+    assert {pair["count"] for pair in pairs} == {0}
+    assert len(pairs) == 6

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,9 +24,8 @@ import pytest
 import yaml
 
 from fmnist.errors import FetchError
-from fmnist.fetch import fetch_dataset
+from fmnist.fetch import CHECKSUMS_FILE, fetch_dataset, read_checksums
 from fmnist.idx import encode_idx
-from fmnist.params import load_params
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
@@ -367,7 +367,15 @@ def test_stage_reports_every_source_without_a_traceback(tmp_path: Path) -> None:
     environment = dict(os.environ, PYTHONPATH=str(REPOSITORY_ROOT))
 
     result = subprocess.run(
-        [sys.executable, "-m", "stages.fetch", "--out", "data/raw"],
+        [
+            sys.executable,
+            "-m",
+            "stages.fetch",
+            "--checksums",
+            str(CHECKSUMS_FILE),
+            "--out",
+            "data/raw",
+        ],
         cwd=tmp_path,
         env=environment,
         capture_output=True,
@@ -389,14 +397,14 @@ def test_real_files_from_debian_package_are_verified(tmp_path: Path) -> None:
             pytest.fail(message)
         pytest.skip(message)
 
-    # The published checksums of the decompressed files, as params.yaml must carry them.
+    # The published checksums of the decompressed files, as the checksum file must carry them.
     published = {
         "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",  # noqa: E501
         "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",  # noqa: E501
         "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",  # noqa: E501
         "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",  # noqa: E501
     }
-    sha256 = load_params(REPOSITORY_ROOT / "params.yaml").fetch.sha256
+    sha256 = read_checksums()
     assert sha256 == published
 
     used = fetch_dataset([str(DEBIAN_DIRECTORY)], tmp_path, sha256, timeout=1, attempts=1)
@@ -409,3 +417,32 @@ def test_real_files_from_debian_package_are_verified(tmp_path: Path) -> None:
         "t10k-images-idx3-ubyte": 7_840_016,
         "t10k-labels-idx1-ubyte": 10_008,
     }
+    # The checksum file is in the format of coreutils' sha256sum.
+    check = subprocess.run(
+        ["sha256sum", "--check", "--strict", str(CHECKSUMS_FILE)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda lines: lines[:3], "must list exactly the files"),
+        (lambda lines: [*lines, lines[0]], "is listed twice"),
+        (lambda lines: [lines[0].replace("c", "z", 1), *lines[1:]], "not '<sha256>  <file name>'"),
+        (lambda lines: [lines[0][:40] + lines[0][64:], *lines[1:]], "not '<sha256>  <file name>'"),
+    ],
+    ids=["missing-file", "duplicate", "not-hex", "too-short"],
+)
+def test_a_bad_checksum_file_is_refused_by_line(tmp_path: Path, edit, message: str) -> None:
+    lines = CHECKSUMS_FILE.read_text().splitlines()
+    path = tmp_path / "checksums.sha256"
+    path.write_text("\n".join(edit(lines)) + "\n")
+
+    with pytest.raises(FetchError, match=re.escape(message)) as error:
+        read_checksums(path)
+
+    assert str(path) in str(error.value)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fmnist import files
 from fmnist.errors import PipelineError
 from fmnist.files import (
     atomic_directory,
     atomic_path,
+    empty_directory,
     write_arrays,
     write_bytes,
     write_json,
@@ -184,46 +183,18 @@ def test_an_interrupt_inside_either_writer_leaves_no_temporary_file(tmp_path: Pa
     assert names(tmp_path) == ["metrics.json"]
 
 
-def test_the_next_write_removes_what_a_killed_write_left_behind(tmp_path: Path) -> None:
-    # What SIGKILL leaves: no `finally` ran. Other outputs' leftovers are theirs to remove.
-    stale = [".model.keras.k1ll3d_.partial.keras", ".training.x9y8z7.partial"]
-    others = [".report.md.abc123.partial.md", ".model.keras.notes", "model.keras.bak"]
-    (tmp_path / stale[0]).write_bytes(b"half a model")
-    (tmp_path / stale[1]).mkdir()
-    (tmp_path / stale[1] / "metrics.json").write_text("{", encoding="utf-8")
-    for name in others:
-        (tmp_path / name).write_text("keep", encoding="utf-8")
+def test_empty_directory_starts_an_output_directory_from_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "data" / "split"
+    target.mkdir(parents=True)
+    (target / "stale.npz").write_bytes(b"from an earlier run")
 
-    write_bytes(tmp_path / "model.keras", b"weights")
-    with atomic_directory(tmp_path / "training") as staging:
-        (staging / "metrics.json").write_text("{}", encoding="utf-8")
-
-    assert names(tmp_path) == sorted([*others, "model.keras", "training"])
+    assert empty_directory(target) == target
+    assert names(target) == []
+    assert empty_directory(tmp_path / "new" / "out").is_dir()
 
 
-def test_atomic_directory_without_an_atomic_exchange_still_replaces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(files, "_exchange", lambda first, second: False)
-    target = tmp_path / "figures"
-    target.mkdir()
-    (target / "old.png").write_bytes(b"old")
+def test_empty_directory_under_a_regular_file_raises_pipeline_error(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file", encoding="utf-8")
 
-    with atomic_directory(target) as staging:
-        (staging / "new.png").write_bytes(b"new")
-
-    assert names(target) == ["new.png"]
-    assert names(tmp_path) == ["figures"]
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
-def test_exchange_swaps_two_directories_in_one_step(tmp_path: Path) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "from-a").touch()
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "from-b").touch()
-
-    assert files._exchange(tmp_path / "a", tmp_path / "b")
-
-    assert names(tmp_path / "a") == ["from-b"]
-    assert names(tmp_path / "b") == ["from-a"]
+    with pytest.raises(PipelineError, match="is not a directory"):
+        empty_directory(tmp_path / "data" / "split")

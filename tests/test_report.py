@@ -63,26 +63,17 @@ def test_read_history_rejects_series_of_different_lengths(tmp_path: Path) -> Non
         read_history(tmp_path)
 
 
-def make_test_metrics() -> dict:
-    per_class = {
-        name: {"precision": 0.8 + index / 100, "recall": 0.7, "f1": 0.75}
-        for index, name in enumerate(CLASS_NAMES)
-    }
-    return {
-        "accuracy": 0.8765,
-        "loss": 0.34567,
-        "macro": {"precision": 0.845, "recall": 0.7, "f1": 0.75},
-        "per_class": per_class,
-    }
-
-
-TRAIN_METRICS = {
+TEST_METRICS = {"accuracy": 0.8765, "loss": 0.34567, "precision": 0.845, "recall": 0.7, "f1": 0.75}
+CLASS_SCORES = [
+    {"class": name, "precision": 0.8 + index / 100, "recall": 0.7, "f1": 0.75}
+    for index, name in enumerate(CLASS_NAMES)
+]
+TRAIN_METRICS = {  # the train stage's dvclive summary
+    "train": {"loss": 0.25, "accuracy": 0.91},
+    "eval": {"loss": 0.3125, "accuracy": 0.889},
+    "step": 11,
     "epochs": 12,
     "kept_epoch": 9,
-    "train_loss": 0.25,
-    "train_accuracy": 0.91,
-    "val_loss": 0.3125,
-    "val_accuracy": 0.889,
 }
 SPLIT_COUNTS = {
     "train": dict.fromkeys(CLASS_NAMES, 4800),
@@ -90,8 +81,8 @@ SPLIT_COUNTS = {
     "test": {name: 1000 + index for index, name in enumerate(CLASS_NAMES)},
 }
 CONFUSED_PAIRS = [
-    {"true": "Shirt", "predicted": "T-shirt/top", "count": 123},
-    {"true": "Pullover", "predicted": "Coat", "count": 98},
+    {"pair": "Shirt as T-shirt/top", "actual": "Shirt", "predicted": "T-shirt/top", "count": 123},
+    {"pair": "Pullover as Coat", "actual": "Pullover", "predicted": "Coat", "count": 98},
 ]
 FIGURES = {
     "curves": "../plots/curves.png",
@@ -105,9 +96,10 @@ def report() -> str:
     return render_report(
         load_params(REPOSITORY_PARAMS),
         train_metrics=TRAIN_METRICS,
-        test_metrics=make_test_metrics(),
-        split_counts=SPLIT_COUNTS,
+        test_metrics=TEST_METRICS,
+        class_scores=CLASS_SCORES,
         confused_pairs=CONFUSED_PAIRS,
+        split_counts=SPLIT_COUNTS,
         figures=FIGURES,
     )
 

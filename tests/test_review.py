@@ -12,22 +12,20 @@ import yaml
 
 from bench.workspace import copy_workspace, set_params, stages_run
 from fmnist.review import (
-    MetricsTable,
-    Plot,
+    CLASS_METRICS,
+    CLASSES_FILE,
+    CONFUSED_PAIRS_FILE,
     ReviewError,
-    Row,
-    format_change,
-    format_number,
-    metric_cells,
-    metrics_tables,
-    params_rows,
-    render_plots,
-    render_review,
-    review_directory,
+    change_cell,
+    check_earlier_review,
+    class_rows,
+    pair_rows,
+    plot_sections,
     slug,
 )
 from tests.helpers import dvc, git, run
 
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}
 TINY_SPEC = {
     "data": {"values": [{"step": 0, "loss": 1.0, "rev": "main"}]},
@@ -41,118 +39,122 @@ def assert_image(path: Path) -> None:
     assert path.read_bytes().startswith(SIGNATURES[path.suffix]), path
 
 
-# --- formatting and tables, on in-memory data -------------------------------------------------
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every markdown table row, stripped of dvc's padding."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|")
+    ]
+
+
+# --- what DVC lacks, on in-memory data --------------------------------------------------------
+
+
+def test_the_files_read_are_the_ones_dvc_yaml_declares() -> None:
+    stages = yaml.safe_load((REPOSITORY_ROOT / "dvc.yaml").read_text())["stages"]
+    plots = [next(iter(entry)) for entry in stages["evaluate"]["plots"]]
+    assert CLASSES_FILE in plots
+    assert CONFUSED_PAIRS_FILE in plots
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [(0.88984, "0.8898"), (30, "30"), (12345, "12,345"), (0.0000123, "1.23e-05"), (None, "—")],
+    ("old", "new", "expected"),
+    [(0.834, 0.8, "0.8340 → 0.8000"), (0.8, 0.80001, "0.8000"), (None, 0.8, "0.8000")],
 )
-def test_format_number_rounds_for_reading(value: object, expected: str) -> None:
-    assert format_number(value) == expected
+def test_change_cell_shows_old_and_new_only_where_they_differ(
+    old: float | None, new: float, expected: str
+) -> None:
+    assert change_cell(old, new) == expected
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(-0.03980000000000006, "-0.0398"), (0.012, "+0.0120"), (2, "+2"), (0, "0"), (None, "—")],
-)
-def test_format_change_shows_the_sign(value: object, expected: str) -> None:
-    assert format_change(value) == expected
+def test_per_class_metrics_are_folded_by_class() -> None:
+    old = [{"class": "Shirt", "precision": 0.6, "recall": 0.7, "f1": 0.65}]
+    new = [
+        {"class": "Shirt", "precision": 0.5, "recall": 0.7, "f1": 0.6},
+        {"class": "Bag", "precision": 0.9, "recall": 0.9, "f1": 0.9},
+    ]
+    assert class_rows(old, new) == [
+        ["Shirt", "0.6000 → 0.5000", "0.7000", "0.6500 → 0.6000"],
+        ["Bag", "0.9000", "0.9000", "0.9000"],
+    ]
+    assert CLASS_METRICS == ("precision", "recall", "f1")
+
+
+def test_confused_pairs_show_old_and_new_counts() -> None:
+    old = [{"pair": "Shirt as Coat", "count": 120}, {"pair": "Coat as Shirt", "count": 80}]
+    new = [{"pair": "Shirt as T-shirt/top", "count": 1500}, {"pair": "Shirt as Coat", "count": 90}]
+    assert pair_rows(old, new) == [
+        ["Shirt as T-shirt/top", "—", "1,500", "—"],
+        ["Shirt as Coat", "120", "90", "-30"],
+        ["Coat as Shirt", "80", "—", "—"],
+    ]
+    assert pair_rows(None, new[1:]) == [["Shirt as Coat", "—", "90", "—"]]
 
 
 def test_slug_names_image_files() -> None:
     assert slug("Confusion matrix") == "confusion-matrix"
-    assert slug("plots/report/curves.png") == "plots-report-curves"
+    assert slug("Per-class F1 (test set)") == "per-class-f1-test-set"
 
 
-def test_per_class_metrics_are_named_by_class() -> None:
-    diff = {
-        "metrics/evaluate.json": {
-            "accuracy": {"old": 0.8898, "new": 0.85, "diff": -0.0398},
-            "per_class.T-shirt/top.recall": {"old": 0.834, "new": 0.8, "diff": -0.034},
+@pytest.mark.parametrize("image_format", ["png", "svg"])
+def test_plots_are_drawn_and_image_plots_put_side_by_side(
+    tmp_path: Path, image_format: str
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    files = {}
+    for name in ("main_a.png", "workspace_a.png", "main_b.png", "workspace_b.png"):
+        files[name] = images / name
+        files[name].write_bytes(SIGNATURES[".png"] + name.encode())
+    files["main_b.png"].write_bytes(files["workspace_b.png"].read_bytes())
+
+    def image(name: str, revision: str) -> dict:
+        return {"type": "image", "revisions": [revision], "url": str(files[name])}
+
+    plots = {
+        "data": {
+            "Loss": [{"type": "vega", "revisions": ["workspace", "main"], "content": TINY_SPEC}],
+            "plots/a.png": [image("workspace_a.png", "workspace"), image("main_a.png", "main")],
+            "plots/b.png": [image("workspace_b.png", "workspace"), image("main_b.png", "main")],
+            "plots/new.png": [image("workspace_b.png", "workspace")],
+            "metrics/train/plots/metrics": [],
         }
     }
-    [table] = metrics_tables(diff)
-    assert table.rows == [Row("accuracy", 0.8898, 0.85, -0.0398)]
-    assert table.per_class == [("T-shirt/top", Row("recall", 0.834, 0.8, -0.034))]
-
-
-def test_markdown_has_old_new_and_change_columns() -> None:
-    params = params_rows({"params.yaml": {"train.hidden_units": {"old": [16], "new": [32, 16]}}})
-    metrics = [
-        MetricsTable(
-            "metrics/evaluate.json",
-            [Row("accuracy", 0.8898, 0.85, -0.0398)],
-            [("Shirt", Row("f1", 0.7096, 0.65, -0.0596))],
-        )
-    ]
-    plots = [
-        Plot("Loss", True, {"both": "images/loss.png"}),
-        Plot("plots/a.png", True, {"old": "images/a-old.png", "new": "images/a-new.png"}),
-        Plot("plots/b.png", False, {"both": "images/b.png"}),
-    ]
-    markdown = render_review("`main`", "`workspace`", params, metrics, plots)
-    assert "| train.hidden_units | [16] | [32, 16] |" in markdown
-    assert "| metric | old | new | change |" in markdown
-    assert "| accuracy | 0.8898 | 0.8500 | -0.0398 |" in markdown
-    assert "| Shirt | f1 | 0.7096 | 0.6500 | -0.0596 |" in markdown
-    assert "| ![old](images/a-old.png) | ![new](images/a-new.png) |" in markdown
-    assert "![Loss](images/loss.png)" in markdown
-    assert "Unchanged: [plots/b.png](images/b.png)." in markdown
-
-
-def test_nothing_changed_says_so() -> None:
-    markdown = render_review("`main`", "`workspace`", [], [], [])
-    assert "No param changed." in markdown
-    assert "No metric changed." in markdown
-    assert "No plot changed." in markdown
+    markdown = "\n".join(plot_sections(plots, "main", "workspace", images, image_format))
+    assert f"![Loss](images/01-loss.{image_format})" in markdown
+    assert_image(images / f"01-loss.{image_format}")
+    assert "| ![old](images/main_a.png) | ![new](images/workspace_a.png) |" in markdown
+    assert "**plots/b.png** (unchanged)\n\n![plots/b.png](images/workspace_b.png)" in markdown
+    assert "**plots/new.png** (not in the base)" in markdown
+    assert "metrics/train/plots/metrics" not in markdown
 
 
 def test_a_plot_missing_in_the_reviewed_revision_is_an_error(tmp_path: Path) -> None:
     plots = {
         "errors": [
+            {"name": "Loss", "rev": "main", "source": "plots/old.tsv", "type": "x"},
             {"name": "Loss", "rev": "workspace", "source": "plots/loss.tsv", "type": "x"},
         ],
         "data": {"Loss": [{"type": "vega", "revisions": ["main"], "content": TINY_SPEC}]},
     }
-    with pytest.raises(
-        ReviewError, match=re.escape("'Loss' is declared in dvc.yaml but plots/loss.tsv")
-    ):
-        render_plots(plots, "main", "workspace", tmp_path / "images", "png")
+    message = "plot 'Loss' is declared in dvc.yaml but plots/loss.tsv is missing in workspace"
+    with pytest.raises(ReviewError, match=f"^{re.escape(message)}$"):
+        plot_sections(plots, "main", "workspace", tmp_path, "png")
+    del plots["errors"][1]  # missing in the base only: a new plot
+    assert plot_sections(plots, "main", "workspace", tmp_path, "png")[0] == "**Loss**"
 
 
-def test_plots_are_rendered_and_image_plots_put_side_by_side(tmp_path: Path) -> None:
-    old, new = tmp_path / "old.png", tmp_path / "new.png"
-    old.write_bytes(SIGNATURES[".png"] + b"old")
-    new.write_bytes(SIGNATURES[".png"] + b"new")
-    plots = {
-        "data": {
-            "Loss": [{"type": "vega", "revisions": ["workspace", "main"], "content": TINY_SPEC}],
-            "plots/a.png": [
-                {"type": "image", "revisions": ["workspace"], "url": str(new)},
-                {"type": "image", "revisions": ["main"], "url": str(old)},
-            ],
-        }
-    }
-    loss, image = render_plots(plots, "main", "workspace", tmp_path / "images", "svg")
-    assert loss == Plot("Loss", True, {"both": "images/loss.svg"})
-    sides = {"old": "images/plots-a-old.png", "new": "images/plots-a-new.png"}
-    assert image == Plot("plots/a.png", True, sides)
-    for name in ("loss.svg", "plots-a-old.png", "plots-a-new.png"):
-        assert_image(tmp_path / "images" / name)
-
-
-def test_an_earlier_review_is_replaced_but_nothing_else(tmp_path: Path) -> None:
+def test_an_earlier_review_may_be_replaced_but_nothing_else(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    check_earlier_review(out)
     out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(ReviewError, match=re.escape("notes.txt")), review_directory(out):
-        pass
-    (out / "notes.txt").unlink()
     (out / "report.md").write_text("old review")
-    with review_directory(out):
-        pass
-    assert not (out / "report.md").exists()
+    (out / "images").mkdir()
+    check_earlier_review(out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ReviewError, match=re.escape("not a review (notes.txt)")):
+        check_earlier_review(out)
 
 
 # --- end to end: a branch with train.activation=sigmoid against main ---------------------------
@@ -178,42 +180,80 @@ def report(experiment: Path) -> str:
     return (experiment / "review" / "report.md").read_text()
 
 
+def read_at(repository: Path, revision: str, path: str) -> list[dict]:
+    return json.loads(git("show", f"{revision}:{path}", cwd=repository))
+
+
 @pytest.mark.slow
 def test_review_shows_the_changed_param(report: str) -> None:
-    assert "| train.activation | relu | sigmoid |" in report
-    assert "epochs" not in report.split("### Metrics")[0]  # unchanged params stay out
+    params = table_rows(report.split("### Metrics")[0])
+    assert params[0] == ["Path", "Param", "main", "workspace"]
+    assert params[2:] == [["params.yaml", "train.activation", "relu", "sigmoid"]]
 
 
 @pytest.mark.slow
 def test_review_shows_old_new_and_change_of_the_metrics(experiment: Path, report: str) -> None:
     diff = json.loads(dvc("metrics", "diff", "main", "--json", cwd=experiment).stdout)
-    changes = diff["metrics/evaluate.json"]
-
-    def cells(key: str) -> str:
-        change = changes[key]
-        return " | ".join(metric_cells(Row(key, change["old"], change["new"], change["diff"])))
-
-    assert f"| accuracy | {cells('accuracy')} |" in report
-    assert re.match(r"0\.\d{4}$", format_number(changes["accuracy"]["new"]))
-    for key in [key for key in changes if key.startswith("per_class.")]:
-        name, metric = key.removeprefix("per_class.").rsplit(".", 1)
-        assert f"| {name} | {metric} | {cells(key)} |" in report
+    rows = {(row[0], row[1]): row[2:] for row in table_rows(report.split("### Per class")[0])}
+    assert "metrics/train/metrics.json" in diff
+    for path, changes in diff.items():
+        for key, change in changes.items():
+            old, new, difference = (float(cell) for cell in rows[path, key])
+            assert old == pytest.approx(change["old"], abs=1e-4)
+            assert new == pytest.approx(change["new"], abs=1e-4)
+            assert difference == pytest.approx(change["diff"], abs=1e-4)
 
 
 @pytest.mark.slow
-def test_review_renders_every_declared_plot(experiment: Path, report: str) -> None:
-    declared = yaml.safe_load((experiment / "dvc.yaml").read_text())["plots"]
-    names = [next(iter(plot)) if isinstance(plot, dict) else plot for plot in declared]
+def test_review_folds_the_per_class_metrics_by_class(experiment: Path, report: str) -> None:
+    old, new = (read_at(experiment, revision, CLASSES_FILE) for revision in ("main", "HEAD"))
+    section = report.split("### Per class")[1].split("###")[0]
+    assert table_rows(section)[2:] == class_rows(old, new)
+    assert "→" in section  # a sigmoid network on two epochs changes some class
+
+
+@pytest.mark.slow
+def test_review_shows_the_confused_pairs_old_and_new(experiment: Path, report: str) -> None:
+    old, new = (read_at(experiment, revision, CONFUSED_PAIRS_FILE) for revision in ("main", "HEAD"))
+    section = report.split("### Most confused pairs")[1].split("###")[0]
+    assert table_rows(section)[2:] == pair_rows(old, new)
+
+
+@pytest.mark.slow
+def test_review_draws_every_declared_plot(experiment: Path, report: str, tmp_path: Path) -> None:
+    arguments = ["plots", "diff", "main", "--json", "--out", str(tmp_path)]
+    plots = json.loads(dvc(*arguments, cwd=experiment).stdout)["data"]
+    for name in (name for name, entries in plots.items() if entries):
+        assert f"**{name}**" in report, name
+    stages = yaml.safe_load((experiment / "dvc.yaml").read_text())["stages"]
+    for stage in stages.values():
+        for path in (next(iter(entry)) for entry in stage.get("plots") or []):
+            assert f"**{path}" in report, path  # a directory: each of its files
     links = re.findall(r"\]\((images/[^)]+)\)", report)
-    for name in names:
-        assert f"{name}]" in report or f"**{name}**" in report, name
-    assert len(links) >= len(names)
+    assert any(link.endswith("_plots_samples.png") for link in links)
     for link in links:
         assert_image(experiment / "review" / link)
-    # The training curves and the confusion matrix changed: shown, not just linked.
-    for name in ("Loss", "Accuracy", "Confusion matrix"):
-        assert f"**{name}**" in report
-    assert "| ![old](images/plots-report-confusion-old.png) |" in report
+    # The report's figures changed with the activation: shown old and new side by side.
+    assert "**plots/report/confusion.png**\n\n| old | new |" in report
+    assert "| ![old](images/main_plots_report_confusion.png) |" in report
+
+
+@pytest.mark.slow
+def test_review_of_a_revision_against_itself_shows_no_change(
+    experiment: Path, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "fmnist.review", "--base", "main", "--revision", "main"]
+    run([*command, "--out", str(tmp_path / "same"), "--format", "svg"], experiment)
+    report = (tmp_path / "same" / "report.md").read_text()
+    assert report.startswith("## Experiment review: main against main")
+    assert "No param changed." in report
+    assert "No metric changed." in report
+    assert "→" not in report
+    assert "**plots/report/confusion.png** (unchanged)" in report
+    svg = sorted((tmp_path / "same" / "images").glob("*.svg"))
+    assert svg
+    for path in svg:
+        assert_image(path)
 
 
 @pytest.mark.slow
