@@ -8,7 +8,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 DATA_DIR := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data repro study test lint clean
+.PHONY: help setup data repro exp study test lint clean
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch down
 repro: setup data  ## Set everything up and run the pipeline (dvc repro)
 	dvc repro
 
-study: setup data  ## Run every experiment of experiments.yaml, then update the README table
+exp: setup data  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
+	python -m fmnist.study exp $(NAME)
+
+study: setup data  ## Run every experiment of experiments.yaml in DVC's queue, then update the README table
 	python -m fmnist.study run
 	python -m fmnist.study table --readme README.md
 

@@ -78,7 +78,8 @@ def describe_model(params: Params) -> str:
 
 def render_report(
     params: Params,
-    train_metrics: dict,
+    history: pd.DataFrame,
+    kept_epoch: int,
     test_metrics: dict,
     class_scores: list[dict],
     confused_pairs: list[dict],
@@ -87,12 +88,14 @@ def render_report(
 ) -> str:
     """The report as GitHub-flavoured markdown; ``figures`` maps names to relative links.
 
-    ``train_metrics`` is the train stage's dvclive summary, ``test_metrics`` the evaluate stage's
-    headline metrics, ``class_scores`` and ``confused_pairs`` its plot records;
-    ``split_counts`` gives the number of images of each class in each split, by split name.
+    ``history`` is the per-epoch training history (``read_history``), ``kept_epoch`` the epoch
+    (from 1) whose weights the model holds, ``test_metrics`` the evaluate stage's headline
+    metrics, ``class_scores`` and ``confused_pairs`` its plot records; ``split_counts`` gives
+    the number of images of each class in each split, by split name.
     """
     sizes = " / ".join(f"{sum(counts.values()):,} {name}" for name, counts in split_counts.items())
-    epoch = train_metrics["kept_epoch"]
+    epoch = kept_epoch
+    kept = history.iloc[epoch - 1]
     lines = [
         "# Fashion-MNIST report",
         "",
@@ -102,10 +105,10 @@ def render_report(
         "| | accuracy | loss |",
         "|---|---:|---:|",
         f"| test | **{_percent(test_metrics['accuracy'])}** | {test_metrics['loss']:.4f} |",
-        f"| validation (epoch {epoch}) | {_percent(train_metrics['eval']['accuracy'])} "
-        f"| {train_metrics['eval']['loss']:.4f} |",
-        f"| train (epoch {epoch}) | {_percent(train_metrics['train']['accuracy'])} "
-        f"| {train_metrics['train']['loss']:.4f} |",
+        f"| validation (epoch {epoch}) | {_percent(kept['val_accuracy'])} "
+        f"| {kept['val_loss']:.4f} |",
+        f"| train (epoch {epoch}) | {_percent(kept['train_accuracy'])} "
+        f"| {kept['train_loss']:.4f} |",
         "",
         "Macro average on the test set: precision {precision:.4f}, recall {recall:.4f}, "
         "F1 {f1:.4f}.".format(**test_metrics),

@@ -1,9 +1,20 @@
 """Run the study's experiments as named DVC experiments and tabulate their results.
 
 ``experiments.yaml`` names each experiment, the params it sets on top of params.yaml, and what
-the study reported for it. ``python -m fmnist.study run`` queues them with
-``dvc exp run --queue -n NAME -S key=value ...``, runs the queue and waits for it;
-``python -m fmnist.study table`` rewrites the README's results table from ``dvc exp show --json``.
+the study reported for it.
+
+- ``python -m fmnist.study exp NAME`` runs one of them in the workspace, in the foreground
+  (``dvc exp run -n NAME -S key=value ...``); its params and metrics stay in the workspace.
+- ``python -m fmnist.study run [NAME ...]`` queues them (``dvc exp run --queue -n NAME ...``),
+  starts DVC's queue workers (``dvc queue start``) and waits for the tasks, reading their states
+  as ``dvc queue status`` does.
+- ``python -m fmnist.study table`` rewrites the README's results table from
+  ``dvc exp show --json``.
+
+``dvc exp run --run-all`` would wait too, but it waits without limit for each task's process
+to start and for its result, so a task whose worker died keeps it waiting for ever; and it exits
+0 when experiments failed. The wait here ends when the tasks have ended, or with an error naming
+the tasks that are queued or running while no worker is alive to run them.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from dvc.repo import Repo
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
@@ -31,7 +43,13 @@ log = logging.getLogger("study")
 EXPERIMENTS_FILE = Path("experiments.yaml")
 TABLE_START = "<!-- study-table:start -->"
 TABLE_END = "<!-- study-table:end -->"
+TEST_ACCURACY = ("metrics/evaluate.json", "accuracy")
+VALIDATION_ACCURACY = ("metrics/train/metrics.json", "eval.accuracy")
+PENDING_STATES = ("Queued", "Running")
 POLL_SECONDS = 5.0
+# A worker takes a few seconds to start and answers status requests within one; this long
+# without any answer while tasks wait means no worker is left to run them.
+NO_WORKER_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,15 @@ def load_experiments(path: str | os.PathLike[str] = EXPERIMENTS_FILE) -> list[Ex
     return experiments
 
 
+def choose_experiments(experiments: list[Experiment], names: list[str]) -> list[Experiment]:
+    """The experiments named ``names`` in file order, or all of them when ``names`` is empty."""
+    known = [experiment.name for experiment in experiments]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise PipelineError(f"unknown experiments {', '.join(unknown)} (known: {', '.join(known)})")
+    return [experiment for experiment in experiments if not names or experiment.name in names]
+
+
 def set_arguments(params: dict[str, object]) -> list[str]:
     """``-S key=value`` arguments; values are written as YAML so lists and booleans survive."""
     arguments = []
@@ -71,75 +98,131 @@ def set_arguments(params: dict[str, object]) -> list[str]:
     return arguments
 
 
-def queue_command(experiment: Experiment) -> list[str]:
-    return [
-        "dvc",
-        "exp",
-        "run",
-        "--queue",
-        "-n",
-        experiment.name,
-        *set_arguments(experiment.params),
-    ]
+def run_command(experiment: Experiment, queue: bool = False) -> list[str]:
+    """``dvc exp run`` for ``experiment``: in the workspace, or into the queue."""
+    command = ["dvc", "exp", "run", "--queue"] if queue else ["dvc", "exp", "run"]
+    return [*command, "-n", experiment.name, *set_arguments(experiment.params)]
 
 
-def _dvc(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "dvc", *arguments]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if check and result.returncode != 0:
+def _dvc(*arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True
+    )
+    if result.returncode != 0:
         raise PipelineError(
-            f"`dvc {' '.join(arguments)}` failed:\n{(result.stderr or result.stdout).strip()}"
+            f"`dvc {shlex.join(arguments)}` failed:\n{(result.stderr or result.stdout).strip()}"
         )
     return result
 
 
-def queue_states() -> dict[str, str]:
-    """The status of each task that ``dvc queue status`` lists, by experiment name."""
-    states = {}
-    for line in _dvc("queue", "status").stdout.splitlines():
-        words = line.split()
-        for state in ("Queued", "Running", "Success", "Failed"):
-            if state in words and len(words) >= 2:
-                states[words[1]] = state
-    return states
+def remove_earlier_runs(names: list[str]) -> None:
+    """Remove HEAD's experiments named ``names``: ``dvc exp run -n`` refuses a name in use."""
+    taken = {run["name"] for run in _all_runs(_dvc("exp", "show", "--json").stdout)}
+    earlier = [name for name in names if name in taken]
+    if earlier:
+        log.info("removing earlier runs of %s", ", ".join(earlier))
+        _dvc("exp", "remove", *earlier)
 
 
-def run_experiments(experiments: list[Experiment], jobs: int, timeout: float) -> None:
+def run_in_workspace(experiment: Experiment) -> None:
+    """Run ``experiment`` in the workspace, its output on this terminal, and keep its results."""
+    remove_earlier_runs([experiment.name])
+    command = run_command(experiment)
+    log.info("running %s: %s", experiment.name, shlex.join(command))
+    if subprocess.run([sys.executable, "-m", *command]).returncode != 0:
+        raise PipelineError(f"experiment {experiment.name} failed (see the output above)")
+    log.info("%s: its params and metrics are in the workspace (`dvc exp show`)", experiment.name)
+
+
+def read_queue() -> tuple[list[dict], bool]:
+    """The queue's tasks, as ``dvc queue status`` lists them, and whether any worker is alive."""
+    with Repo() as repo:
+        queue = repo.experiments.celery_queue
+        return queue.status(), bool(queue.worker_status())
+
+
+def _task_name(task: dict) -> str:
+    return task["name"] or task["rev"][:7]
+
+
+def stalled_error(tasks: list[dict]) -> PipelineError:
+    """The error for ``tasks`` (``status()`` entries) queued or running with no worker alive."""
+    running = [_task_name(task) for task in tasks if task["status"] == "Running"]
+    queued = [_task_name(task) for task in tasks if task["status"] == "Queued"]
+    lines = ["no DVC queue worker is alive, but these experiment tasks wait for one:"]
+    lines += [f"  {_task_name(task)}: {task['status'].lower()}" for task in tasks]
+    lines.append("the workers' logs are .dvc/tmp/exps/celery/*.out")
+    if running:
+        names = " ".join(running)
+        lines.append(
+            f"running ones: `dvc queue kill {names}` stops their processes; called again, it "
+            f"marks them failed; then `dvc queue remove {names}` drops them"
+        )
+    if queued:
+        names = " ".join(queued)
+        lines.append(
+            f"queued ones: `dvc queue start` runs them, `dvc queue remove {names}` drops them"
+        )
+    return PipelineError("\n".join(lines))
+
+
+def wait_for_tasks(revisions: dict[str, str]) -> dict[str, str]:
+    """Wait until the tasks ``revisions`` (stash revision: name) have ended; their final states.
+
+    Raises PipelineError once some of them have waited ``NO_WORKER_SECONDS`` with no worker.
+    """
+    reported: dict[str, str] = {}
+    no_worker_since: float | None = None
+    while True:
+        tasks, worker_alive = read_queue()
+        ours = [task for task in tasks if task["rev"] in revisions]
+        for task in ours:
+            if reported.get(task["rev"]) != task["status"]:
+                log.info("%s: %s", _task_name(task), task["status"].lower())
+                reported[task["rev"]] = task["status"]
+        pending = [task for task in ours if task["status"] in PENDING_STATES]
+        if not pending:
+            return {revisions[revision]: state for revision, state in reported.items()}
+        if worker_alive:
+            no_worker_since = None
+        elif no_worker_since is None:
+            no_worker_since = time.monotonic()
+        elif time.monotonic() - no_worker_since >= NO_WORKER_SECONDS:
+            raise stalled_error(pending)
+        time.sleep(POLL_SECONDS)
+
+
+def run_queued(experiments: list[Experiment], jobs: int) -> None:
     """Queue the experiments, run them ``jobs`` at a time and wait until all have ended."""
-    existing = {run["name"] for run in _all_runs(_dvc("exp", "show", "--json", "-A").stdout)}
-    stale = [experiment.name for experiment in experiments if experiment.name in existing]
-    if stale:
-        log.info("removing earlier runs of %s", ", ".join(stale))
-        _dvc("exp", "remove", *stale)
+    tasks, worker_alive = read_queue()
+    stalled = [task for task in tasks if task["status"] in PENDING_STATES]
+    if stalled and not worker_alive:
+        raise stalled_error(stalled)
+    remove_earlier_runs([experiment.name for experiment in experiments])
     for experiment in experiments:
         log.info("queueing %s: %s", experiment.name, experiment.title)
-        _dvc(*queue_command(experiment)[1:])
-    # The queue's worker runs on in the background: it must not hold pipes that we wait on.
-    started_queue = subprocess.run(
+        _dvc(*run_command(experiment, queue=True)[1:])
+    queued_before = {task["rev"] for task in tasks}
+    revisions = {
+        task["rev"]: _task_name(task)
+        for task in read_queue()[0]
+        if task["rev"] not in queued_before
+    }
+    started_at = time.monotonic()
+    # The workers outlive this process: they must not hold its output open.
+    worker_start = subprocess.run(
         [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if started_queue.returncode != 0:
+    if worker_start.returncode != 0:
         raise PipelineError(f"`dvc queue start -j {jobs}` failed; see `dvc queue status`")
-    names = {experiment.name for experiment in experiments}
-    started = time.monotonic()
-    reported: dict[str, str] = {}
-    while True:
-        states = {name: state for name, state in queue_states().items() if name in names}
-        for name, state in sorted(states.items()):
-            if reported.get(name) != state:
-                log.info("%s: %s", name, state.lower())
-                reported[name] = state
-        if states and all(state in ("Success", "Failed") for state in states.values()):
-            break
-        if time.monotonic() - started > timeout:
-            raise PipelineError(f"the queue did not finish within {timeout:.0f} s: {states}")
-        time.sleep(POLL_SECONDS)
-    failed = sorted(name for name, state in states.items() if state == "Failed")
+    log.info("running %d at a time; follow one with `dvc queue logs -f NAME`", jobs)
+    states = wait_for_tasks(revisions)
+    failed = [name for name in revisions.values() if states.get(name) != "Success"]
     if failed:
         raise PipelineError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
-    log.info("all %d experiments succeeded in %.0f s", len(names), time.monotonic() - started)
+    log.info("%d experiments succeeded in %.0f s", len(revisions), time.monotonic() - started_at)
 
 
 def _all_runs(show_json: str) -> list[dict]:
@@ -162,9 +245,13 @@ def latest_results(show_json: str) -> dict[str, dict]:
     return latest
 
 
-def _metric(run: dict, path: str, key: str) -> float | None:
+def _metric(run: dict | None, path: str, key: str) -> float | None:
+    """The metric ``key`` (dotted for nested keys) of the file ``path`` in ``run``."""
     try:
-        return float(run["metrics"][path]["data"][key])
+        value = run["metrics"][path]["data"]
+        for part in key.split("."):
+            value = value[part]
+        return float(value)
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -181,12 +268,11 @@ def render_table(experiments: list[Experiment], results: dict[str, dict]) -> str
     ]
     for experiment in experiments:
         run = results.get(experiment.name)
-        test = _metric(run, "metrics/evaluate.json", "accuracy") if run else None
-        val = _metric(run, "metrics/train.json", "val_accuracy") if run else None
+        test, validation = _metric(run, *TEST_ACCURACY), _metric(run, *VALIDATION_ACCURACY)
         reported = experiment.reported or "not reported"
         lines.append(
-            f"| {experiment.title} | {reported} | {_percent(test)} | {_percent(val)} "
-            f"| `python -m fmnist.study run {experiment.name}` |"
+            f"| {experiment.title} | {reported} | {_percent(test)} | {_percent(validation)} "
+            f"| `make exp NAME={experiment.name}` |"
         )
     notes = [f"- **{e.title}**: {e.note}" for e in experiments if e.note]
     return "\n".join(lines + (["", *notes] if notes else []))
@@ -205,28 +291,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, default=EXPERIMENTS_FILE, help="experiments YAML")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="queue and run experiments, wait for them")
+    exp = commands.add_parser("exp", help="run one experiment in the workspace")
+    exp.add_argument("name", help="the experiment to run")
+    exp.add_argument("--dry-run", action="store_true", help="print the dvc command only")
+    run = commands.add_parser("run", help="queue experiments, run the queue and wait for it")
     run.add_argument("names", nargs="*", help="experiments to run (default: all)")
     run.add_argument("--jobs", type=int, default=1, help="experiments run at once")
-    run.add_argument("--timeout", type=float, default=3 * 3600, help="seconds to wait at most")
     run.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
     table = commands.add_parser("table", help="print the results table or update the README")
     table.add_argument("--readme", type=Path, help="rewrite the table between its markers")
     args = parser.parse_args()
+    # The queue's broker is a local directory: kombu's warning that it has no host is noise.
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
 
     experiments = load_experiments(args.file)
-    if args.command == "run":
-        unknown = sorted(set(args.names) - {experiment.name for experiment in experiments})
-        if unknown:
-            known = ", ".join(experiment.name for experiment in experiments)
-            raise PipelineError(f"unknown experiments {', '.join(unknown)} (known: {known})")
-        chosen = [e for e in experiments if not args.names or e.name in args.names]
-        if args.dry_run:
-            for experiment in chosen:
-                print(shlex.join(queue_command(experiment)))
-            return
-        run_experiments(chosen, args.jobs, args.timeout)
-    else:
+    if args.command == "table":
         results = latest_results(_dvc("exp", "show", "--json", "-A").stdout)
         rendered = render_table(experiments, results)
         if args.readme:
@@ -234,6 +313,16 @@ def main() -> None:
             log.info("updated the table in %s", args.readme)
         else:
             print(rendered)
+        return
+    queue = args.command == "run"
+    chosen = choose_experiments(experiments, args.names if queue else [args.name])
+    if args.dry_run:
+        for experiment in chosen:
+            print(shlex.join(run_command(experiment, queue)))
+    elif queue:
+        run_queued(chosen, args.jobs)
+    else:
+        run_in_workspace(chosen[0])
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ def main() -> None:
     predicted = predictions["predicted"].map(index).to_numpy()
     matrix = confusion(actual, predicted)
 
+    history = read_history(args.live)
     wrong = np.flatnonzero(actual != predicted)[: params.report.misclassified]
     figures = {
-        "curves": plot_curves(read_history(args.live)),
+        "curves": plot_curves(history),
         "confusion": plot_confusion(matrix, CLASS_NAMES),
         "misclassified": plot_image_grid(
             test.images[wrong],
@@ -60,7 +61,8 @@ def main() -> None:
 
     markdown = render_report(
         params,
-        json.loads((args.live / "metrics.json").read_text()),
+        history,
+        json.loads((args.live / "metrics.json").read_text())["kept_epoch"],
         json.loads(args.test_metrics.read_text()),
         json.loads(args.classes.read_text()),
         json.loads(args.confused.read_text()),

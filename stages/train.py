@@ -37,21 +37,17 @@ def main() -> None:
     with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
         model, history = train_model(params.train, train, val, [DVCLiveCallback(live=live)])
         epoch = kept_epoch(history, params.train)
-        # The summary describes the model that is saved: with early stopping and restore_best
-        # that is an earlier epoch than the last one logged.
-        live.summary.update(
-            {
-                split: {
-                    name: round(float(history[f"{prefix}{name}"][epoch - 1]), DIGITS)
-                    for name in ("loss", "accuracy")
-                }
-                for split, prefix in (("train", ""), ("eval", "val_"))
-            }
-            | {
-                "epochs": len(history["loss"]),
-                "kept_epoch": epoch,
-            }
-        )
+        # The summary is what `dvc exp show` lists: the validation scores of the model that is
+        # saved (with early stopping and restore_best, an earlier epoch than the last), that
+        # epoch, and dvclive's last step. The per-epoch curves keep everything else.
+        live.summary = {
+            "eval": {
+                name: round(float(history[f"val_{name}"][epoch - 1]), DIGITS)
+                for name in ("loss", "accuracy")
+            },
+            "kept_epoch": epoch,
+            "step": len(history["loss"]) - 1,  # dvclive's last step, counted from 0
+        }
         save_model(model, args.model)
     log.info(
         "validation accuracy %.4f (epoch %d of %d)",

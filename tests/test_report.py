@@ -68,13 +68,15 @@ CLASS_SCORES = [
     {"class": name, "precision": 0.8 + index / 100, "recall": 0.7, "f1": 0.75}
     for index, name in enumerate(CLASS_NAMES)
 ]
-TRAIN_METRICS = {  # the train stage's dvclive summary
-    "train": {"loss": 0.25, "accuracy": 0.91},
-    "eval": {"loss": 0.3125, "accuracy": 0.889},
-    "step": 11,
-    "epochs": 12,
-    "kept_epoch": 9,
-}
+HISTORY = pd.DataFrame(
+    {
+        "epoch": range(1, 13),
+        "train_loss": [0.5] * 8 + [0.25] + [0.2] * 3,
+        "val_loss": [0.5] * 8 + [0.3125] + [0.4] * 3,
+        "train_accuracy": [0.8] * 8 + [0.91] + [0.95] * 3,
+        "val_accuracy": [0.8] * 8 + [0.889] + [0.85] * 3,
+    }
+)
 SPLIT_COUNTS = {
     "train": dict.fromkeys(CLASS_NAMES, 4800),
     "val": dict.fromkeys(CLASS_NAMES, 1200),
@@ -95,7 +97,8 @@ FIGURES = {
 def report() -> str:
     return render_report(
         load_params(REPOSITORY_PARAMS),
-        train_metrics=TRAIN_METRICS,
+        history=HISTORY,
+        kept_epoch=9,
         test_metrics=TEST_METRICS,
         class_scores=CLASS_SCORES,
         confused_pairs=CONFUSED_PAIRS,

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc.repo import Repo
 
+from bench.measure import command_environment
 from bench.workspace import copy_workspace
 from fmnist.errors import PipelineError
 from fmnist.params import parse_params
@@ -17,11 +24,13 @@ from fmnist.study import (
     TABLE_END,
     TABLE_START,
     Experiment,
+    choose_experiments,
     latest_results,
     load_experiments,
-    queue_command,
     render_table,
+    run_command,
     set_arguments,
+    stalled_error,
     update_readme,
 )
 from tests.conftest import REPOSITORY_ROOT
@@ -85,14 +94,38 @@ def test_the_study_experiments_are_all_there() -> None:
     assert experiments["study-cnn"].params["train.cnn.filters"] == [32]
 
 
-def test_queue_command_names_the_experiment_and_sets_every_param() -> None:
+def test_run_command_names_the_experiment_and_sets_every_param() -> None:
     experiment = Experiment("tiny", "Tiny", {"train.epochs": 1, "train.hidden_units": [8]})
 
-    command = queue_command(experiment)
-
-    assert shlex.join(command) == (
+    assert shlex.join(run_command(experiment)) == (
+        "dvc exp run -n tiny -S train.epochs=1 -S 'train.hidden_units=[8]'"
+    )
+    assert shlex.join(run_command(experiment, queue=True)) == (
         "dvc exp run --queue -n tiny -S train.epochs=1 -S 'train.hidden_units=[8]'"
     )
+
+
+def test_choose_experiments_keeps_file_order_and_rejects_unknown_names() -> None:
+    experiments = [Experiment(name, name.upper(), {}) for name in ("a", "b", "c")]
+
+    assert [e.name for e in choose_experiments(experiments, ["c", "a"])] == ["a", "c"]
+    assert choose_experiments(experiments, []) == experiments
+    with pytest.raises(PipelineError, match=r"unknown experiments d \(known: a, b, c\)"):
+        choose_experiments(experiments, ["a", "d"])
+
+
+def test_stalled_error_names_the_tasks_and_how_to_clear_them() -> None:
+    tasks = [
+        {"rev": "0123456789", "name": "relu", "status": "Running"},
+        {"rev": "abcdef0123", "name": None, "status": "Queued"},
+    ]
+
+    message = str(stalled_error(tasks))
+
+    assert "no DVC queue worker is alive" in message
+    assert "  relu: running\n  abcdef0: queued" in message
+    assert "`dvc queue kill relu`" in message and "`dvc queue remove relu`" in message
+    assert "`dvc queue start` runs them, `dvc queue remove abcdef0` drops them" in message
 
 
 def test_load_experiments_rejects_unknown_fields(tmp_path: Path) -> None:
@@ -116,7 +149,7 @@ def show_json(*runs: tuple[str, str, float, float]) -> str:
                         "params": {},
                         "metrics": {
                             "metrics/evaluate.json": {"data": {"accuracy": test}},
-                            "metrics/train.json": {"data": {"val_accuracy": val}},
+                            "metrics/train/metrics.json": {"data": {"eval": {"accuracy": val}}},
                         },
                     },
                 }
@@ -140,10 +173,8 @@ def test_table_uses_the_latest_run_of_each_experiment() -> None:
 
     table = render_table(experiments, results).splitlines()
 
-    assert table[2] == (
-        "| Setting A | 76.8% test | 83.12% | 84.00% | `python -m fmnist.study run a` |"
-    )
-    assert table[3] == "| Setting B | not reported | - | - | `python -m fmnist.study run b` |"
+    assert table[2] == "| Setting A | 76.8% test | 83.12% | 84.00% | `make exp NAME=a` |"
+    assert table[3] == "| Setting B | not reported | - | - | `make exp NAME=b` |"
     assert "- **Setting A**: inputs were not scaled" in table
 
 
@@ -164,29 +195,96 @@ def test_update_readme_without_markers_is_an_error(tmp_path: Path) -> None:
         update_readme(readme, "| new |")
 
 
+def study_repository(template: Path, target: Path, experiments: dict[str, dict]) -> Path:
+    """A copy of the pipeline repository ``template`` whose experiments.yaml (committed) holds
+    ``experiments``.
+    """
+    repository = copy_workspace(template, target)
+    (repository / "experiments.yaml").write_text(yaml.safe_dump({"experiments": experiments}))
+    git("add", "experiments.yaml", cwd=repository)
+    git("commit", "-q", "-m", "experiments", cwd=repository)
+    return repository
+
+
+def study(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "fmnist.study", *arguments], cwd, check)
+
+
+def running_experiment(repository: Path, timeout: float = 180) -> tuple[int, int]:
+    """The process ids of a queue worker and of the experiment it runs, once one runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Repo(repository) as repo:
+            queue = repo.experiments.celery_queue
+            for tasks in queue.worker_status().values():
+                for task in tasks:
+                    experiment = queue.proc.get(task["args"][0]["stash_rev"])
+                    if experiment:
+                        return task["worker_pid"], experiment.pid
+        time.sleep(1)
+    raise AssertionError(f"no queued experiment started within {timeout:.0f} s")
+
+
+def wait_for_exit(process_id: int, timeout: float = 180) -> None:
+    """Wait until the process ``process_id``, not a child of this one, has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(process_id, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_exp_runs_one_experiment_in_the_workspace(
+    baseline_repository: Path, tmp_path: Path
+) -> None:
+    params = {"train.epochs": 1, "train.hidden_units": [8]}
+    repository = study_repository(
+        baseline_repository, tmp_path / "repository", {"tiny": {"title": "Tiny", "params": params}}
+    )
+
+    study("exp", "tiny", cwd=repository)
+    # Running it again replaces the first run instead of failing on the name in use.
+    study("exp", "tiny", cwd=repository)
+
+    train = yaml.safe_load((repository / "params.yaml").read_text())["train"]
+    assert (train["epochs"], train["hidden_units"]) == (1, [8])
+    evaluation = json.loads((repository / "metrics" / "evaluate.json").read_text())
+    training = json.loads((repository / "metrics" / "train" / "metrics.json").read_text())
+    assert 0 <= evaluation["accuracy"] <= 1 and training["epochs"] == 1
+    results = latest_results(dvc("exp", "show", "--json", cwd=repository).stdout)
+    assert list(results) == ["tiny"]
+    metrics = results["tiny"]["metrics"]["metrics/train/metrics.json"]["data"]
+    assert metrics["eval"]["accuracy"] == training["eval"]["accuracy"]
+
+
 @pytest.mark.slow
 def test_runner_queues_runs_and_tabulates_experiments(
     baseline_repository: Path, tmp_path: Path
 ) -> None:
-    repository = copy_workspace(baseline_repository, tmp_path / "repository")
-    (repository / "experiments.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "experiments": {
-                    "tiny-relu": {"title": "ReLU", "params": {"train.activation": "relu"}},
-                    "tiny-sigmoid": {
-                        "title": "Sigmoid",
-                        "reported": "55.2% test",
-                        "params": {"train.activation": "sigmoid", "train.hidden_units": [8]},
-                    },
-                }
-            }
-        )
+    repository = study_repository(
+        baseline_repository,
+        tmp_path / "repository",
+        {
+            "tiny-relu": {
+                "title": "ReLU",
+                "params": {"train.activation": "relu", "train.epochs": 1},
+            },
+            "tiny-sigmoid": {
+                "title": "Sigmoid",
+                "reported": "55.2% test",
+                "params": {
+                    "train.activation": "sigmoid",
+                    "train.hidden_units": [8],
+                    "train.epochs": 1,
+                },
+            },
+        },
     )
-    git("add", "experiments.yaml", cwd=repository)
-    git("commit", "-q", "-m", "experiments", cwd=repository)
 
-    run([sys.executable, "-m", "fmnist.study", "run", "--jobs", "2"], repository)
+    study("run", "--jobs", "2", cwd=repository)
 
     results = latest_results(dvc("exp", "show", "--json", "-A", cwd=repository).stdout)
     assert set(results) == {"tiny-relu", "tiny-sigmoid"}
@@ -194,10 +292,72 @@ def test_runner_queues_runs_and_tabulates_experiments(
     assert (sigmoid_params["activation"], sigmoid_params["hidden_units"]) == ("sigmoid", [8])
     for result in results.values():
         assert 0 <= result["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] <= 1
-    # The training curves of both experiments overlay in one plot.
+    # The validation curves of both experiments overlay in one plot.
     plots = json.loads(
         dvc("plots", "diff", "tiny-relu", "tiny-sigmoid", "--json", cwd=repository).stdout
     )
-    assert set(plots["data"]["Loss"][0]["revisions"]) == {"tiny-relu", "tiny-sigmoid"}
-    table = run([sys.executable, "-m", "fmnist.study", "table"], repository).stdout
-    assert "| Sigmoid | 55.2% test |" in table
+    validation_loss = plots["data"]["metrics/train/plots/metrics/eval/loss.tsv"]
+    assert set(validation_loss[0]["revisions"]) == {"tiny-relu", "tiny-sigmoid"}
+    table = study("table", cwd=repository).stdout
+    # Both measured columns (test, validation) are filled from the runs' metrics.
+    assert re.search(r"\| Sigmoid \| 55\.2% test \| [\d.]+% \| [\d.]+% \|", table), table
+
+
+@pytest.mark.slow
+def test_runner_refuses_a_queue_that_no_worker_runs(
+    baseline_repository: Path, tmp_path: Path
+) -> None:
+    repository = study_repository(
+        baseline_repository,
+        tmp_path / "repository",
+        {"tiny": {"title": "Tiny", "params": {"train.epochs": 1}}},
+    )
+    dvc("exp", "run", "--queue", "-n", "left-over", "-S", "train.epochs=1", cwd=repository)
+
+    started = time.monotonic()
+    result = study("run", cwd=repository, check=False)
+
+    assert result.returncode == 1 and time.monotonic() - started < 60
+    assert "no DVC queue worker is alive" in result.stderr
+    assert "  left-over: queued" in result.stderr
+    assert "`dvc queue remove left-over` drops them" in result.stderr
+    with Repo(repository) as repo:
+        assert [task["name"] for task in repo.experiments.celery_queue.status()] == ["left-over"]
+
+
+@pytest.mark.slow
+def test_runner_stops_when_the_worker_dies(baseline_repository: Path, tmp_path: Path) -> None:
+    repository = study_repository(
+        baseline_repository,
+        tmp_path / "repository",
+        {"tiny": {"title": "Tiny", "params": {"train.epochs": 1}}},
+    )
+    output = tmp_path / "study.log"
+    with output.open("w") as log_file:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "fmnist.study", "run"],
+            cwd=repository,
+            env=command_environment(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    experiment_id = None
+    try:
+        worker_id, experiment_id = running_experiment(repository)
+        # The worker dies as under the out-of-memory killer; its experiment runs on, orphaned.
+        os.kill(worker_id, signal.SIGKILL)
+        killed = time.monotonic()
+        returncode = runner.wait(timeout=120)
+        waited = time.monotonic() - killed
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if experiment_id is not None:
+            wait_for_exit(experiment_id)
+
+    message = output.read_text()
+    assert returncode == 1, message
+    assert waited < 60, message
+    assert "no DVC queue worker is alive" in message and "  tiny: running" in message
+    assert "`dvc queue kill tiny`" in message
