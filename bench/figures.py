@@ -175,6 +175,7 @@ def param_change(workspace: Path, settings: Settings) -> tuple[dict, dict[str, l
         "goal": 1.15,
         "stages_run": [stage for stage in STAGES if stage in ran],
         **compare(experiment_seconds, alone_seconds),
+        "base_learning_rate": f"{base_rate:g}",
         "learning_rates": rates,
         "experiment_seconds": [round(seconds, 3) for seconds in experiment_seconds],
     }
@@ -187,11 +188,13 @@ def run_cache(workspace: Path, changed: dict) -> dict:
     """
     restored_seconds = []
     for rate in changed["learning_rates"]:
-        run = run_measured(
-            dvc_command("exp", "run", "-S", f"train.learning_rate={rate}"), workspace
-        )
-        # The report is a plain `cache: false` output, so that stage alone runs again.
-        _expect_stages(run, {"report"})
+        # Away from the rate first (to the one that ran before them all), then back to it.
+        for value in (changed["base_learning_rate"], rate):
+            run = run_measured(
+                dvc_command("exp", "run", "-S", f"train.learning_rate={value}"), workspace
+            )
+            # The report is a plain `cache: false` output, so that stage alone runs again.
+            _expect_stages(run, {"report"})
         restored_seconds.append(run.seconds)
         log.info("run-cache: learning rate %s restored in %.1f s", rate, run.seconds)
     return {
