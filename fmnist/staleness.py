@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
+from fmnist.params import read_yaml
 
 # Why this wrapper exists: `dvc status` counts an output or dependency that is absent (not
 # pulled, not run) as a change, "deleted" or "not in cache", so on a fresh clone every stage
@@ -80,7 +79,7 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     status = dvc_status()
     lock_path = Path("dvc.lock")
-    lock = YAML(typ="safe").load(lock_path) if lock_path.is_file() else None
+    lock = read_yaml(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else None
     changes = find_changes(status, lock or {})
     if changes:
         lines = [f"dvc.lock is stale: {change}" for change in changes]
