@@ -11,7 +11,7 @@ DATA_DIR := /usr/share/datasets/fashion-mnist
 .PHONY: help setup data repro exp study test lint clean
 
 help:  ## List the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,15 +47,29 @@ study: setup data  ## Run every experiment of experiments.yaml in DVC's queue, t
 test: setup data  ## Set everything up and run the tests
 	python -m pytest
 
-lint: setup  ## Check style and import order with ruff
+lint: setup  ## Check style and import order with ruff, and the GitHub workflows with zizmor
 	ruff check .
 	ruff format --check .
+	zizmor --offline .github/workflows
 
-.PHONY: check-lock review
+.PHONY: push check-lock check-pushed check-retrain review
 BASE ?= main
+TOLERANCE ?= 0.01
+
+push: setup  ## Send the results and the run-cache, with the outputs it records, to the DVC remote
+	dvc push --run-cache
+	python -m fmnist.run_cache
 
 check-lock: setup  ## Fail if dvc.lock is stale for params.yaml, dvc.yaml or the code (no data needed)
 	python -m fmnist.staleness
+
+check-pushed: setup  ## Pull the results from the DVC remote; fail naming any that were never pushed
+	dvc pull --allow-missing
+	python -m fmnist.staleness --pulled
+
+check-retrain: setup  ## Retrain on the pulled data; fail if a metric moves more than TOLERANCE (0.01)
+	dvc repro --force --downstream train
+	python -m fmnist.retrain --tolerance $(TOLERANCE)
 
 review: setup  ## Write review/report.md: params, metrics and plots against BASE (default main)
 	python -m fmnist.review --base $(BASE) --out review

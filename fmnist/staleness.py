@@ -2,6 +2,10 @@
 
 ``python -m fmnist.staleness`` (``make check-lock``) needs no data: it prints one line per change
 to a stage's params, code, command or committed results that dvc.lock lacks, and exits 1.
+
+``python -m fmnist.staleness --pulled`` (``make check-pushed``, after ``dvc pull --allow-missing``)
+also fails for every output that is still absent: the author ran the pipeline but did not push
+that result to the DVC remote.
 """
 
 from __future__ import annotations
@@ -61,6 +65,21 @@ def find_changes(status: dict[str, list[Any]], lock: dict[str, Any]) -> list[str
     return changes
 
 
+def absent_outputs(status: dict[str, list[Any]]) -> list[str]:
+    """``stage: path`` of each output that ``dvc status --json`` finds absent from the workspace.
+
+    DVC's own report of objects missing from a remote names their hashes, not the outputs.
+    """
+    return [
+        f"{stage}: {path}"
+        for stage, entries in status.items()
+        for entry in entries
+        if isinstance(entry, dict)
+        for path, state in (entry.get("changed outs") or {}).items()
+        if state in ABSENT
+    ]
+
+
 def dvc_status() -> dict[str, list[Any]]:
     """``dvc status --json`` for the repository around the working directory."""
     command = [sys.executable, "-m", "dvc", "status", "--json"]
@@ -76,7 +95,13 @@ def dvc_status() -> dict[str, list[Any]]:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--pulled",
+        action="store_true",
+        help="after `dvc pull`: also fail for every output that is absent (never pushed)",
+    )
+    args = parser.parse_args()
     status = dvc_status()
     lock_path = Path("dvc.lock")
     lock = read_yaml(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else None
@@ -85,7 +110,14 @@ def main() -> None:
         lines = [f"dvc.lock is stale: {change}" for change in changes]
         fix = "run `dvc repro` and commit dvc.lock with its results"
         raise PipelineError("\n".join([*lines, fix]))
-    logging.getLogger("check-lock").info("dvc.lock is current")
+    absent = absent_outputs(status) if args.pulled else []
+    if absent:
+        lines = [f"not on the DVC remote: {output}" for output in absent]
+        fix = "the author pushes them: `dvc push` in the checkout that ran `dvc repro`"
+        raise PipelineError("\n".join([*lines, fix]))
+    logging.getLogger("check-lock").info(
+        "dvc.lock is current" + (" and every output is pulled" if args.pulled else "")
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ the study reported for it.
   as ``dvc queue status`` does.
 - ``python -m fmnist.study table`` rewrites the README's results table from
   ``dvc exp show --json``.
+- ``python -m fmnist.study plan [--sweep EXPR] [NAME ...]`` prints the names of the experiments
+  as a JSON array, for a CI matrix that runs each one on its own machine (``exp NAME``) and
+  pushes it (``dvc exp push origin NAME``): DVC's queue runs on one machine only. With
+  ``--sweep``, one name per combination of DVC's sweep syntax (``train.batch_size=64,128``),
+  numbered as ``dvc exp run --queue -n PREFIX`` numbers them; ``exp PREFIX-K --sweep EXPR``
+  runs combination K.
 
 ``dvc exp run --run-all`` would wait too, but it waits without limit for each task's process
 to start and for its result, so a task whose worker died keeps it waiting for ever; and it exits
@@ -33,6 +39,8 @@ from pathlib import Path
 
 import yaml
 from dvc.repo import Repo
+from dvc.utils.cli_parse import to_path_overrides
+from dvc.utils.hydra import get_hydra_sweeps
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
@@ -61,6 +69,8 @@ class Experiment:
     """What the study reported for this setting, as text (for example "76.8% test")."""
     note: str = ""
     """Why the measured figure differs from the reported one, where that is known."""
+    settings: tuple[str, ...] = ()
+    """``key=value`` overrides as DVC's ``-S`` takes them, used instead of ``params``."""
 
 
 def load_experiments(path: str | os.PathLike[str] = EXPERIMENTS_FILE) -> list[Experiment]:
@@ -101,7 +111,31 @@ def set_arguments(params: dict[str, object]) -> list[str]:
 def run_command(experiment: Experiment, queue: bool = False) -> list[str]:
     """``dvc exp run`` for ``experiment``: in the workspace, or into the queue."""
     command = ["dvc", "exp", "run", "--queue"] if queue else ["dvc", "exp", "run"]
-    return [*command, "-n", experiment.name, *set_arguments(experiment.params)]
+    if experiment.settings:
+        overrides = [argument for setting in experiment.settings for argument in ("-S", setting)]
+    else:
+        overrides = set_arguments(experiment.params)
+    return [*command, "-n", experiment.name, *overrides]
+
+
+def sweep_experiments(expression: str, prefix: str) -> list[Experiment]:
+    """One experiment per combination of ``expression``, DVC's ``-S`` sweep syntax (several
+    separated by spaces), named and ordered as ``dvc exp run --queue -n PREFIX`` would.
+    """
+    overrides = shlex.split(expression)
+    if not overrides:
+        raise PipelineError("--sweep: no `key=value,value` expression given")
+    try:
+        sweeps = get_hydra_sweeps(to_path_overrides(overrides))
+    except Exception as error:  # hydra's parser raises several kinds of its own
+        reason = str(error).strip().splitlines()[0]
+        raise PipelineError(f"--sweep {expression[:200]!r}: {reason}") from None
+    experiments = []
+    for index, sweep in enumerate(sweeps, start=1):
+        settings = tuple(setting for path_settings in sweep.values() for setting in path_settings)
+        name = f"{prefix}-{index}"
+        experiments.append(Experiment(name, " ".join(settings), {}, settings=settings))
+    return experiments
 
 
 def _dvc(*arguments: str) -> subprocess.CompletedProcess:
@@ -294,6 +328,11 @@ def main() -> None:
     exp = commands.add_parser("exp", help="run one experiment in the workspace")
     exp.add_argument("name", help="the experiment to run")
     exp.add_argument("--dry-run", action="store_true", help="print the dvc command only")
+    plan = commands.add_parser("plan", help="print experiment names as JSON, for a CI matrix")
+    plan.add_argument("names", nargs="*", help="experiments (default: all)")
+    for command in (exp, plan):
+        command.add_argument("--sweep", help="DVC sweep expressions instead of experiments.yaml")
+        command.add_argument("--prefix", default="sweep", help="sweep names: PREFIX-1, ... (sweep)")
     run = commands.add_parser("run", help="queue experiments, run the queue and wait for it")
     run.add_argument("names", nargs="*", help="experiments to run (default: all)")
     run.add_argument("--jobs", type=int, default=1, help="experiments run at once")
@@ -304,7 +343,10 @@ def main() -> None:
     # The queue's broker is a local directory: kombu's warning that it has no host is noise.
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
 
-    experiments = load_experiments(args.file)
+    if getattr(args, "sweep", None):
+        experiments = sweep_experiments(args.sweep, args.prefix)
+    else:
+        experiments = load_experiments(args.file)
     if args.command == "table":
         results = latest_results(_dvc("exp", "show", "--json", "-A").stdout)
         rendered = render_table(experiments, results)
@@ -313,6 +355,10 @@ def main() -> None:
             log.info("updated the table in %s", args.readme)
         else:
             print(rendered)
+        return
+    if args.command == "plan":
+        names = [experiment.name for experiment in choose_experiments(experiments, args.names)]
+        print(json.dumps(names))
         return
     queue = args.command == "run"
     chosen = choose_experiments(experiments, args.names if queue else [args.name])

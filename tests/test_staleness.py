@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.workspace import copy_workspace, set_params, stages_run
-from fmnist.staleness import find_changes
+from fmnist.staleness import absent_outputs, find_changes
 from tests.helpers import dvc, git, run
 
 # --- the filter, on `dvc status --json` documents as DVC prints them --------------------------
@@ -35,6 +35,12 @@ ABSENT_DATA = {
 def test_data_that_is_merely_absent_is_no_change() -> None:
     assert find_changes(ABSENT_DATA, LOCK) == []
     assert find_changes({}, LOCK) == []
+
+
+def test_after_a_pull_the_absent_outputs_are_named_by_stage() -> None:
+    assert absent_outputs(ABSENT_DATA) == ["fetch: data/raw", "train: model.keras"]
+    assert absent_outputs({"train": [{"changed deps": {"data/raw": "deleted"}}]}) == []
+    assert absent_outputs({"train": ["changed command"]}) == []
 
 
 def test_changes_name_the_stage_and_the_param_file_or_command() -> None:

@@ -31,6 +31,7 @@ from fmnist.study import (
     run_command,
     set_arguments,
     stalled_error,
+    sweep_experiments,
     update_readme,
 )
 from tests.conftest import REPOSITORY_ROOT
@@ -112,6 +113,39 @@ def test_choose_experiments_keeps_file_order_and_rejects_unknown_names() -> None
     assert choose_experiments(experiments, []) == experiments
     with pytest.raises(PipelineError, match=r"unknown experiments d \(known: a, b, c\)"):
         choose_experiments(experiments, ["a", "d"])
+
+
+def test_a_sweep_is_one_experiment_per_combination_named_as_dvc_names_them() -> None:
+    experiments = sweep_experiments("train.learning_rate=0.001,0.01 train.batch_size=64,128", "lr")
+
+    assert [experiment.name for experiment in experiments] == ["lr-1", "lr-2", "lr-3", "lr-4"]
+    assert run_command(experiments[2]) == [
+        *("dvc", "exp", "run", "-n", "lr-3"),
+        *("-S", "train.learning_rate=0.01", "-S", "train.batch_size=64"),
+    ]
+    assert len({experiment.settings for experiment in experiments}) == 4
+
+
+def test_a_sweep_that_dvc_cannot_parse_is_one_line_naming_it() -> None:
+    with pytest.raises(PipelineError, match=r"--sweep 'train.epochs=\(\(': ") as raised:
+        sweep_experiments("train.epochs=((", "sweep")
+    assert "\n" not in str(raised.value)
+    with pytest.raises(PipelineError, match="no `key=value,value`"):
+        sweep_experiments("  ", "sweep")
+
+
+def test_plan_prints_the_names_for_a_matrix(tmp_path: Path) -> None:
+    plan = [sys.executable, "-m", "fmnist.study", "plan"]
+
+    named = run([*plan, "study-relu", "cnn-best"], REPOSITORY_ROOT)
+    no_file = [sys.executable, "-m", "fmnist.study", "--file", str(tmp_path / "none.yaml"), "plan"]
+    swept = run([*no_file, "--sweep", "train.epochs=1,2", "--prefix", "ci-7"], REPOSITORY_ROOT)
+    unknown = run([*plan, "study-rleu"], REPOSITORY_ROOT, check=False)
+
+    assert json.loads(named.stdout) == ["study-relu", "cnn-best"]
+    assert json.loads(swept.stdout) == ["ci-7-1", "ci-7-2"]  # no experiments.yaml needed
+    assert unknown.returncode == 1
+    assert "unknown experiments study-rleu" in unknown.stderr
 
 
 def test_stalled_error_names_the_tasks_and_how_to_clear_them() -> None:
