@@ -34,8 +34,8 @@ data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch down
 	  echo "data: no Debian package here; the fetch stage will download the files"; \
 	fi
 
-repro: setup data  ## Set everything up and run the pipeline (dvc repro)
-	dvc repro
+repro: setup data  ## Set everything up and run the pipeline (dvc repro; fails if the cache is full)
+	python -m fmnist.repro
 
 exp: setup data  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
 	python -m fmnist.study exp $(NAME)

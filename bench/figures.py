@@ -4,15 +4,21 @@ order alternates, reduced to the median of the pairs' ratios.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import http.server
 import json
 import logging
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,8 @@ from bench.workspace import (
     stages_run,
 )
 from fmnist.data import save_split
+from fmnist.errors import FetchError
+from fmnist.fetch import fetch_dataset, read_checksums, retry_wait, source_time_limit
 from fmnist.params import load_params
 
 log = logging.getLogger("bench")
@@ -48,6 +56,25 @@ NON_TENSORFLOW_STAGES = ("fetch", "preprocess", "split", "report")
 TENSORFLOW_PACKAGES = {"tensorflow", "keras", "tf_keras"}
 # Every stage must stay under this peak resident set with the default params.
 MEMORY_GOAL_BYTES = 1.5e9
+# A hostile source for the fetch-bounds figure: a gzip bomb behind the header of the largest
+# file (60,000 images of 28 x 28), and a mirror that sends a byte every half second.
+BOMB_HEADER = struct.pack(">BBBBIII", 0, 0, 0x08, 3, 60_000, 28, 28)
+BOMB_INFLATED_MEBIBYTES = 1024
+TRICKLE_INTERVAL_SECONDS = 0.5
+FETCH_TIMEOUT_SECONDS = 2.0
+# A fetch in a child process, so that its peak resident set is its own; a refusal is the
+# expected outcome and exits 0, anything else fails the figure.
+FETCH_EXPECTING_REFUSAL = """
+import json, sys
+from fmnist.errors import FetchError
+from fmnist.fetch import fetch_dataset
+try:
+    fetch_dataset([sys.argv[1]], sys.argv[2], json.loads(sys.argv[3]), timeout=10, attempts=1)
+except FetchError as error:
+    print(error)
+else:
+    sys.exit("the fetch accepted the gzip bomb")
+"""
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +([\w.]+)\s*$", re.MULTILINE)
 
 
@@ -350,6 +377,144 @@ def scaling(splits: Path, settings: Settings) -> dict:
     return {
         "what": "training on the training set repeated: samples/s and peak resident set",
         "factors": rows,
+    }
+
+
+def _write_gzip_bomb(path: Path) -> Path:
+    """BOMB_HEADER and BOMB_INFLATED_MEBIBYTES of zeros, gzipped a MiB at a time: about 1 KB
+    per MiB, so the bomb is never whole in memory, compressed or not.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(MEGABYTE)
+    with path.open("wb") as file:
+        file.write(compressor.compress(BOMB_HEADER))
+        for _ in range(BOMB_INFLATED_MEBIBYTES):
+            file.write(compressor.compress(zeros))
+        file.write(compressor.flush())
+    return path
+
+
+@contextlib.contextmanager
+def _serving(body: bytes = b"", status: int = 200, byte_interval: float = 0.0) -> Iterator[str]:
+    """A mirror on 127.0.0.1 answering every request with ``status`` and ``body`` (its length
+    announced), a byte every ``byte_interval`` seconds if given; yields its base URL.
+    """
+    stopped = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if status != 200:
+                self.send_error(status)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.close_connection = True
+            chunks = [body[i : i + 1] for i in range(len(body))] if byte_interval else [body]
+            for chunk in chunks:
+                if stopped.wait(byte_interval):
+                    return
+                try:
+                    self.wfile.write(chunk)
+                except OSError:  # the fetch hung up, as it should
+                    return
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        stopped.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _seconds_to_give_up(source: str, directory: Path, attempts: int, backoff: float) -> float:
+    started = time.perf_counter()
+    try:
+        fetch_dataset(
+            [source],
+            directory / "out",
+            read_checksums(),
+            timeout=FETCH_TIMEOUT_SECONDS,
+            attempts=attempts,
+            backoff=backoff,
+        )
+    except FetchError:
+        return time.perf_counter() - started
+    raise BenchmarkError(f"the fetch from {source} succeeded; the figure needs it to fail")
+
+
+def fetch_bounds(settings: Settings) -> dict:
+    """What a hostile source costs the fetch stage.
+
+    The peak resident set of a fetch that refuses a gzip bomb (about 1 MB inflating to 1 GiB
+    behind the header of the largest file) from a directory and from a mirror on 127.0.0.1,
+    against a process that only imports fmnist.fetch; the seconds until a mirror trickling a
+    byte every 0.5 s is given up, with one attempt and with three, against its time limit;
+    and the seconds until a mirror answering 503 to everything is given up after six attempts,
+    against its time limit and against the waits had they doubled without a cap.
+    """
+    directory = settings.scratch / "fetch-bounds"
+    directory.mkdir()
+    bomb = _write_gzip_bomb(directory / "train-images-idx3-ubyte.gz")
+    checksums = json.dumps(read_checksums())
+    peaks: dict[str, list[float]] = {"directory": [], "mirror": [], "import": []}
+    with _serving(bomb.read_bytes()) as bomb_url:
+        for repeat in range(settings.repeats):
+            for side in in_alternating_order(repeat, "bomb", "import"):
+                if side == "import":
+                    run = run_measured(_python("-c", "import fmnist.fetch"), REPOSITORY_ROOT)
+                    peaks["import"].append(_megabytes(run.peak_memory_bytes))
+                    continue
+                for where, source in (("directory", str(directory)), ("mirror", bomb_url)):
+                    out = str(directory / "out")
+                    command = _python("-c", FETCH_EXPECTING_REFUSAL, source, out, checksums)
+                    run = run_measured(command, REPOSITORY_ROOT)
+                    if "decompresses to more than" not in run.output:
+                        raise BenchmarkError(f"the fetch from {source} said:\n{run.output}")
+                    peaks[where].append(_megabytes(run.peak_memory_bytes))
+    trickle_body = gzip.compress(BOMB_HEADER)
+    timings: dict[str, list[float]] = {"trickle_once": [], "trickle_thrice": [], "errors": []}
+    with (
+        _serving(trickle_body, byte_interval=TRICKLE_INTERVAL_SECONDS) as trickle_url,
+        _serving(status=503) as failing_url,
+    ):
+        for _ in range(settings.repeats):
+            timings["trickle_once"].append(_seconds_to_give_up(trickle_url, directory, 1, 1.0))
+            timings["trickle_thrice"].append(_seconds_to_give_up(trickle_url, directory, 3, 1.0))
+            timings["errors"].append(_seconds_to_give_up(failing_url, directory, 6, 1.0))
+    limits = {
+        name: source_time_limit(FETCH_TIMEOUT_SECONDS, attempts, 1.0)
+        for name, attempts in (("trickle_once", 1), ("trickle_thrice", 3), ("errors", 6))
+    }
+    uncapped_waits = sum(2.0 ** (attempt - 1) for attempt in range(1, 6))
+    capped_waits = sum(retry_wait(attempt, FETCH_TIMEOUT_SECONDS, 1.0) for attempt in range(1, 6))
+    return {
+        "what": "fetch from a hostile source: peak resident set on a gzip bomb / importing "
+        "fmnist.fetch alone, MB; seconds until a mirror is given up / its time limit",
+        "bomb_compressed_bytes": bomb.stat().st_size,
+        "bomb_inflated_bytes": len(BOMB_HEADER) + BOMB_INFLATED_MEBIBYTES * MEGABYTE,
+        "timeout_seconds": FETCH_TIMEOUT_SECONDS,
+        "bomb_from_directory": compare(peaks["directory"], peaks["import"]),
+        "bomb_from_mirror": compare(peaks["mirror"], peaks["import"]),
+        "trickle_one_attempt": compare(
+            timings["trickle_once"], [limits["trickle_once"]] * settings.repeats
+        ),
+        "trickle_three_attempts": compare(
+            timings["trickle_thrice"], [limits["trickle_thrice"]] * settings.repeats
+        ),
+        "server_errors_six_attempts": {
+            **compare(timings["errors"], [limits["errors"]] * settings.repeats),
+            "waits_seconds": capped_waits,
+            "uncapped_waits_seconds": uncapped_waits,
+        },
     }
 
 

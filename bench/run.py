@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.figures import Settings, run_all
+from bench.figures import Settings, fetch_bounds, run_all
 from bench.summary import summary_lines
 from bench.workspace import REPOSITORY_ROOT, cache_type, make_template, source_checksums
 from fmnist.files import write_json
@@ -61,6 +61,28 @@ def _installed(package: str) -> bool:
     return True
 
 
+def fetch_bounds_lines(figure: dict) -> list[str]:
+    """The fetch-bounds figure as the lines the benchmark prints after the others."""
+    timeout = figure["timeout_seconds"]
+    errors = figure["server_errors_six_attempts"]
+    return [
+        f"9. fetch from a hostile source (timeout {timeout:g} s):",
+        f"   gzip bomb ({figure['bomb_compressed_bytes'] / 2**20:.1f} MB inflating to "
+        f"{figure['bomb_inflated_bytes'] / 2**30:.0f} GiB): peak "
+        f"{figure['bomb_from_directory']['measured']:,.0f} MB from a directory, "
+        f"{figure['bomb_from_mirror']['measured']:,.0f} MB from a mirror; importing "
+        f"fmnist.fetch alone {figure['bomb_from_directory']['baseline']:,.0f} MB",
+        f"   mirror trickling a byte every 0.5 s given up after "
+        f"{figure['trickle_one_attempt']['measured']:.1f} s with 1 attempt (limit "
+        f"{figure['trickle_one_attempt']['baseline']:g} s), "
+        f"{figure['trickle_three_attempts']['measured']:.1f} s with 3 (limit "
+        f"{figure['trickle_three_attempts']['baseline']:g} s)",
+        f"   mirror answering 503 given up after {errors['measured']:.1f} s with 6 attempts "
+        f"(limit {errors['baseline']:g} s; waits {errors['waits_seconds']:g} s, "
+        f"{errors['uncapped_waits_seconds']:g} s had they doubled without a cap)",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat, 2 epochs, small data")
@@ -95,6 +117,9 @@ def main() -> None:
         template = make_template(Path(scratch) / "template", changes, checksums)
         workspace_cache_type = cache_type(template)
         figures = run_all(template, settings)
+        # Kept beside the pipeline's figures, not among them: it measures the fetch alone,
+        # on sources made up for it, whatever --source says.
+        hostile_source = fetch_bounds(settings)
     results = {
         "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
         "mode": "quick" if args.quick else "full",
@@ -105,8 +130,9 @@ def main() -> None:
         "load_average_at_end": [round(load, 2) for load in os.getloadavg()],
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "figures": figures,
+        "fetch_bounds": hostile_source,
     }
-    for line in summary_lines(results):
+    for line in [*summary_lines(results), *fetch_bounds_lines(hostile_source)]:
         print(line)
     write_json(args.out, results)
     log.info("wrote %s", args.out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -10,6 +11,11 @@ from collections.abc import Callable
 from types import FrameType
 
 from fmnist.errors import PipelineError
+
+# Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
+DEBUG_VARIABLE = "FMNIST_DEBUG"
+# An error message quotes at most this much of anything it did not write itself.
+QUOTE_LIMIT = 200
 
 
 class Terminated(KeyboardInterrupt):
@@ -23,8 +29,10 @@ def _terminate(number: int, frame: FrameType | None) -> None:
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's ``main``; a PipelineError ends it with its message and exit status 1.
 
-    Ctrl-C (SIGINT) and SIGTERM end it with one line and the shell's status for the signal
-    (130, 143), after every temporary file has been removed; no traceback either way.
+    Any other error ends it the same way, with one line naming its type and the start of its
+    message; ``FMNIST_DEBUG=1`` shows the traceback instead. Ctrl-C (SIGINT) and SIGTERM end it
+    with one line and the shell's status for the signal (130, 143), after every temporary file
+    has been removed; no traceback either way.
     """
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(message)s", stream=sys.stderr)
     log = logging.getLogger(name)
@@ -36,6 +44,11 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         for line in str(error).splitlines():
             log.error("error: %s", line)
         sys.exit(1)
+    except Exception as error:
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        log.error("error: %s (set %s=1 to see where)", summarize_error(error), DEBUG_VARIABLE)
+        sys.exit(1)
     except KeyboardInterrupt as interrupt:
         received = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
         log.error(
@@ -46,3 +59,11 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         )
         sys.exit(128 + received)
     log.info("done in %.1f s", time.perf_counter() - started)
+
+
+def summarize_error(error: BaseException) -> str:
+    """``Type: message`` on one line, the message cut to QUOTE_LIMIT characters."""
+    message = " ".join(str(error).split())
+    if len(message) > QUOTE_LIMIT:
+        message = f"{message[:QUOTE_LIMIT]}... ({len(message):,} characters)"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -102,8 +102,14 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def read_split(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]):
-    """Read a matching pair of image and label files; their counts must agree."""
+    """Read a matching pair of image and label files; their counts must agree and not be 0.
+
+    An empty file is valid IDX but no Fashion-MNIST split: a summary of nothing has no mean,
+    and every later stage needs images.
+    """
     images, labels = read_images(images_path), read_labels(labels_path)
+    if len(images) == 0:
+        raise DataError(f"{images_path}: holds no images; the data set file is damaged")
     if len(images) != len(labels):
         raise DataError(
             f"{images_path} holds {len(images):,} images but {labels_path} holds "

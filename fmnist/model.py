@@ -233,8 +233,11 @@ def train_model(
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Class probabilities ``(n, 10)`` for uint8 images."""
-    return model.predict(images, batch_size=1024, verbose=0)
+    """Class probabilities ``(n, 10)`` for uint8 images; DataError if any is not a number."""
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    if not np.isfinite(probabilities).all():
+        raise DataError("the model gives NaN or infinite probabilities: its weights are damaged")
+    return probabilities
 
 
 def _normalise_archive(source: Path, target: Path) -> None:
@@ -280,6 +283,13 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     if not os.path.exists(path):
         raise DataError(f"{path}: not found (run the train stage: dvc repro train)")
     try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError) as error:
-        raise DataError(f"{path}: not a loadable Keras model ({error})") from None
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # a damaged archive fails in zipfile, h5py, json or Keras itself
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        raise DataError(f"{path}: not a loadable Keras model ({reason})") from None
+    if tuple(model.input_shape[1:]) != IMAGE_SHAPE or model.output_shape[-1] != NUM_CLASSES:
+        raise DataError(
+            f"{path}: takes {model.input_shape[1:]} and gives {model.output_shape[-1]} scores; "
+            f"this pipeline's models take {IMAGE_SHAPE} images and give {NUM_CLASSES}"
+        )
+    return model

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from fmnist import CLASS_NAMES
 from fmnist.errors import DataError
+from fmnist.files import read_json
 from fmnist.params import Params
 
 # Where dvclive's Keras callback writes each per-epoch series inside its directory.
@@ -37,6 +40,35 @@ def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
     history = pd.DataFrame(columns)
     history.insert(0, "epoch", range(1, len(history) + 1))
     return history
+
+
+def read_predictions(path: str | os.PathLike[str], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluate stage's per-image predictions as label numbers: (actual, predicted).
+
+    Raise DataError unless the file has ``count`` rows whose classes are all class names.
+    """
+    try:
+        table = pd.read_csv(path, usecols=["actual", "predicted"], dtype=str)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the evaluate stage: dvc repro evaluate)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        raise DataError(f"{path}: not the evaluate stage's predictions ({error})") from None
+    if len(table) != count:
+        raise DataError(f"{path}: {len(table):,} predictions for {count:,} test images")
+    index = {name: number for number, name in enumerate(CLASS_NAMES)}
+    unknown = sorted(set(table.stack()) - set(index))
+    if unknown:
+        raise DataError(f"{path}: {unknown[0][:50]!r} is not a class name")
+    return table["actual"].map(index).to_numpy(), table["predicted"].map(index).to_numpy()
+
+
+def read_kept_epoch(path: str | os.PathLike[str], epochs: int) -> int:
+    """The epoch (from 1) whose weights the model holds, from the train stage's summary."""
+    summary = read_json(path)
+    epoch = summary.get("kept_epoch") if isinstance(summary, dict) else None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= epochs:
+        raise DataError(f"{path}: kept_epoch {epoch!r} is not an epoch of the {epochs} trained")
+    return epoch
 
 
 def _percent(value: float) -> str:
@@ -152,3 +184,22 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def render_checked(
+    params: Params,
+    history: pd.DataFrame,
+    kept_epoch: int,
+    inputs: dict[Path, object],
+    figures: dict[str, str],
+) -> str:
+    """``render_report`` from the evaluate and split stages' JSON files, keyed by path (test
+    metrics, class scores, confused pairs, split counts, in that order); raise DataError naming
+    them when their content does not have the shape the report reads.
+    """
+    try:
+        return render_report(params, history, kept_epoch, *inputs.values(), figures)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        names = ", ".join(str(path) for path in inputs)
+        reason = f"{type(error).__name__}: {error}"[:200]
+        raise DataError(f"cannot write the report from {names}: {reason}") from None

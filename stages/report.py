@@ -1,22 +1,20 @@
 """Write the markdown report with its figures: curves, confusion matrix, misclassified images."""
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from fmnist import CLASS_NAMES
 from fmnist.cli import run_stage
 from fmnist.data import load_split
 from fmnist.evaluation import confusion
-from fmnist.files import write_text
+from fmnist.files import read_json, refuse_links_out, write_text
 from fmnist.params import load_params
 from fmnist.plots import plot_confusion, plot_curves, plot_image_grid, save_figure
-from fmnist.report import read_history, render_report
+from fmnist.report import read_history, read_kept_epoch, read_predictions, render_checked
 from stages import exit_now
 
 log = logging.getLogger("report")
@@ -35,40 +33,37 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the report (markdown)")
     args = parser.parse_args()
     params = load_params()
+    refuse_links_out(args.figures)
+    refuse_links_out(args.out)
 
+    # Every input is read and checked before the first figure is written, so that a damaged one
+    # fails the stage with the earlier figures untouched.
     test = load_split(args.test)
-    predictions = pd.read_csv(args.predictions)
-    index = {name: number for number, name in enumerate(CLASS_NAMES)}
-    actual = predictions["actual"].map(index).to_numpy()
-    predicted = predictions["predicted"].map(index).to_numpy()
-    matrix = confusion(actual, predicted)
-
+    actual, predicted = read_predictions(args.predictions, len(test.labels))
     history = read_history(args.live)
+    kept_epoch = read_kept_epoch(args.live / "metrics.json", len(history))
+    inputs = {
+        path: read_json(path)
+        for path in (args.test_metrics, args.classes, args.confused, args.split_counts)
+    }
+
     wrong = np.flatnonzero(actual != predicted)[: params.report.misclassified]
     figures = {
         "curves": plot_curves(history),
-        "confusion": plot_confusion(matrix, CLASS_NAMES),
+        "confusion": plot_confusion(confusion(actual, predicted), CLASS_NAMES),
         "misclassified": plot_image_grid(
             test.images[wrong],
             [f"{CLASS_NAMES[actual[i]]}\n→ {CLASS_NAMES[predicted[i]]}" for i in wrong],
         ),
     }
-    links = {}
+    paths = {name: args.figures / f"{name}.png" for name in figures}
+    links = {
+        name: Path(os.path.relpath(path, args.out.parent)).as_posix()
+        for name, path in paths.items()
+    }
+    markdown = render_checked(params, history, kept_epoch, inputs, links)
     for name, figure in figures.items():
-        path = args.figures / f"{name}.png"
-        save_figure(figure, path)
-        links[name] = Path(os.path.relpath(path, args.out.parent)).as_posix()
-
-    markdown = render_report(
-        params,
-        history,
-        json.loads((args.live / "metrics.json").read_text())["kept_epoch"],
-        json.loads(args.test_metrics.read_text()),
-        json.loads(args.classes.read_text()),
-        json.loads(args.confused.read_text()),
-        json.loads(args.split_counts.read_text()),
-        links,
-    )
+        save_figure(figure, paths[name])
     write_text(args.out, markdown)
     log.info("wrote %s with %d figures", args.out, len(figures))
 

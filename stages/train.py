@@ -11,6 +11,7 @@ from pathlib import Path
 from fmnist.cli import run_stage
 from fmnist.data import load_split
 from fmnist.evaluation import DIGITS
+from fmnist.files import refuse_links_out
 from fmnist.params import load_params
 from stages import exit_now
 
@@ -24,6 +25,8 @@ def main() -> None:
     parser.add_argument("--live", type=Path, required=True, help="dvclive directory")
     args = parser.parse_args()
     params = load_params()
+    refuse_links_out(args.live)
+    refuse_links_out(args.model)
     train, val = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")
 
     # TensorFlow takes seconds to import: only after the params and data have been checked,

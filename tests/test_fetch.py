@@ -1,7 +1,8 @@
 """Tests of the fetch stage: local directories, HTTP mirrors on 127.0.0.1, and the entry point.
 
 All but the last test use tiny synthetic IDX files with their own checksums; the last one
-verifies the real files of Debian's dataset-fashion-mnist package.
+verifies the real files of Debian's dataset-fashion-mnist package. The bounds on what a source
+may send (gzip bombs, endless bodies, trickling servers) have a section of their own.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,15 @@ import pytest
 import yaml
 
 from fmnist.errors import FetchError
-from fmnist.fetch import CHECKSUMS_FILE, fetch_dataset, read_checksums
+from fmnist.fetch import (
+    CHECKSUMS_FILE,
+    MAX_COMPRESSED_BYTES,
+    BoundedPayload,
+    fetch_dataset,
+    read_checksums,
+    retry_wait,
+    source_time_limit,
+)
 from fmnist.idx import encode_idx
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -152,20 +164,29 @@ def test_every_source_failing_lists_each_reason_and_the_fixes(tmp_path: Path) ->
 
 
 class Mirror:
-    """A base URL served by a handler, with the paths it was asked for."""
+    """A base URL served by a handler, with the paths it was asked for and the body bytes it
+    sent; ``stopped`` tells streaming handlers to end (the test is over).
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.requests: list[str] = []
+        self.sent_bytes = 0
+        self.stopped = threading.Event()
 
 
 def serve_files(
-    files: dict[str, bytes], *, failures_first: int = 0, drop_midway: bool = False
+    files: dict[str, bytes],
+    *,
+    failures_first: int = 0,
+    drop_midway: bool = False,
+    delay: float = 0.0,
 ) -> Callable[[Mirror], type[http.server.BaseHTTPRequestHandler]]:
     """A handler factory serving ``<name>.gz`` for each file, gzipped, and 404 for the rest.
 
     The first ``failures_first`` requests get a 503; with ``drop_midway`` every body stops
-    halfway through the length its Content-Length announces.
+    halfway through the length its Content-Length announces; every answer comes ``delay``
+    seconds after its request.
     """
     bodies = {f"/{name}.gz": gzip.compress(data) for name, data in files.items()}
 
@@ -174,6 +195,7 @@ def serve_files(
             def do_GET(self) -> None:
                 mirror.requests.append(self.path)
                 body = bodies.get(self.path)
+                time.sleep(delay)
                 if len(mirror.requests) <= failures_first:
                     self.send_error(503)
                 elif body is None:
@@ -194,15 +216,53 @@ def serve_files(
     return make_handler
 
 
+def serve_stream(
+    make_body: Callable[[], Iterable[bytes]], *, length: int | None = None, interval: float = 0.0
+) -> Callable[[Mirror], type[http.server.BaseHTTPRequestHandler]]:
+    """A handler factory answering every path with the chunks of ``make_body()``, one every
+    ``interval`` seconds, announcing ``length`` as Content-Length if given.
+
+    It stops at the end of the chunks, when the client hangs up, or when the test is over.
+    """
+
+    def make_handler(mirror: Mirror) -> type[http.server.BaseHTTPRequestHandler]:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/gzip")
+                if length is not None:
+                    self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.close_connection = True
+                for chunk in make_body():
+                    if mirror.stopped.wait(interval):
+                        return
+                    try:
+                        self.wfile.write(chunk)
+                    except OSError:  # the client hung up: what the test expects of it
+                        return
+                    mirror.sent_bytes += len(chunk)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+    return make_handler
+
+
 @pytest.fixture
 def start_mirror() -> Iterator[Callable[..., Mirror]]:
     """Start HTTP servers on 127.0.0.1 for the test; stop them all at the end."""
     servers: list[http.server.ThreadingHTTPServer] = []
+    mirrors: list[Mirror] = []
 
     def start(
         make_handler: Callable[[Mirror], type[http.server.BaseHTTPRequestHandler]],
     ) -> Mirror:
         mirror = Mirror("")
+        mirrors.append(mirror)
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make_handler(mirror))
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
@@ -211,6 +271,8 @@ def start_mirror() -> Iterator[Callable[..., Mirror]]:
         return mirror
 
     yield start
+    for mirror in mirrors:
+        mirror.stopped.set()
     for server in servers:
         server.shutdown()
         server.server_close()
@@ -354,6 +416,283 @@ def test_every_failing_mirror_is_listed_in_order_and_nothing_is_written(
         "data/raw/train-images-idx3-ubyte",
     ]
     assert (out / "train-images-idx3-ubyte").read_bytes() == b"the previous download"
+
+
+# --- bounds on what a source may send ----------------------------------------------------
+
+MEBIBYTE = 1024 * 1024
+# The header of the real train-images-idx3-ubyte: 60,000 images of 28 x 28, 47,040,016 bytes in
+# all, the largest file a source may send.
+LARGEST_HEADER = struct.pack(">BBBBIII", 0, 0, 0x08, 3, 60_000, 28, 28)
+# Runs the command in its arguments and prints its peak resident set: measured from here, a
+# child's peak would include the peak of pytest itself, which Linux counts in it at exec.
+MEASURE_PEAK = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+print("peak", usage.ru_maxrss * 1024, "exit", os.waitstatus_to_exitcode(status))
+"""
+FETCH_AND_PRINT_THE_ERROR = """
+import json, sys
+from fmnist.errors import FetchError
+from fmnist.fetch import fetch_dataset
+try:
+    fetch_dataset([sys.argv[1]], sys.argv[2], json.loads(sys.argv[3]), timeout=10, attempts=1)
+except FetchError as error:
+    print(error)
+"""
+
+
+def gzip_stream(header: bytes, zero_mebibytes: int, level: int = 9) -> Iterator[bytes]:
+    """A gzip stream of ``header`` followed by that many MiB of zeros, made a MiB at a time.
+
+    At level 9 each MiB of zeros takes about 1 KB; at level 0 (stored) a MiB.
+    """
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    yield compressor.compress(header)
+    zeros = bytes(MEBIBYTE)
+    for _ in range(zero_mebibytes):
+        yield compressor.compress(zeros)
+    yield compressor.flush()
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """256 KB of gzip that inflates to 256 MiB behind the header of the largest file."""
+    return b"".join(gzip_stream(LARGEST_HEADER, 256))
+
+
+def fetch_in_child(source: str, out: Path) -> tuple[str, int]:
+    """Fetch from ``source`` in a new process; return its output and its peak resident set."""
+    environment = dict(os.environ, PYTHONPATH=str(REPOSITORY_ROOT))
+    fetch = [
+        sys.executable,
+        "-c",
+        FETCH_AND_PRINT_THE_ERROR,
+        source,
+        str(out),
+        json.dumps(EXPECTED),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE_PEAK, *fetch],
+        cwd=out.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    *output, measured = result.stdout.splitlines()
+    _, peak, _, status = measured.split()
+    assert status == "0", result.stderr
+    return "\n".join(output), int(peak)
+
+
+@pytest.mark.parametrize("where", ["directory", "mirror"])
+def test_gzip_bomb_is_refused_at_its_declared_size_in_bounded_memory(
+    tmp_path: Path, start_mirror: Callable[..., Mirror], gzip_bomb: bytes, where: str
+) -> None:
+    if where == "directory":
+        source = write_directory(tmp_path / "source", PAYLOADS, gzipped=True)
+        (source / "train-images-idx3-ubyte.gz").write_bytes(gzip_bomb)
+        source = str(source)
+    else:
+        source = start_mirror(serve_stream(lambda: [gzip_bomb], length=len(gzip_bomb))).url
+
+    output, peak = fetch_in_child(source, tmp_path / "out")
+
+    assert output.splitlines()[1] == (
+        f"  {source}: train-images-idx3-ubyte.gz: decompresses to more than the 47,040,016 "
+        "bytes its IDX header declares"
+    )
+    # The largest file's 47 MB and the interpreter's own, not the 256 MiB it inflates to.
+    assert peak < 200 * MEBIBYTE, f"peak resident set {peak / MEBIBYTE:.0f} MiB"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (
+            encode_idx(np.zeros((3, 28, 28), np.uint8))[:16],
+            "decompresses to more than the 2,368 bytes its IDX header declares",
+        ),
+        (b"", "decompresses to more than 47,040,016 bytes, larger than any Fashion-MNIST file"),
+        (
+            struct.pack(">BBBBIII", 0, 0, 0x08, 3, 100_000, 28, 28),
+            "its IDX header declares 78,400,016 bytes (shape (100000, 28, 28)), more than any "
+            "Fashion-MNIST file (47,040,016 bytes)",
+        ),
+    ],
+    ids=["declared-size", "no-header", "header-too-large"],
+)
+def test_payload_is_cut_at_its_header_or_the_largest_file(
+    tmp_path: Path, header: bytes, message: str
+) -> None:
+    source = write_directory(tmp_path / "source", PAYLOADS, gzipped=True)
+    (source / "train-images-idx3-ubyte.gz").write_bytes(b"".join(gzip_stream(header, 64, 1)))
+
+    with pytest.raises(FetchError) as caught:
+        fetch_dataset([str(source)], tmp_path / "out", sha256=EXPECTED, **QUICK)
+
+    assert str(caught.value).splitlines()[1] == f"  {source}: train-images-idx3-ubyte.gz: {message}"
+
+
+def test_payload_is_the_same_whatever_the_chunks_and_gzip_members() -> None:
+    data = PAYLOADS["train-images-idx3-ubyte"]
+    # Two gzip members with zero padding between and after them, as gzip.decompress accepts.
+    stream = gzip.compress(data[:100]) + bytes(3) + gzip.compress(data[100:]) + bytes(5)
+    for chunk_size in (1, 7, len(stream)):
+        payload = BoundedPayload("train-images-idx3-ubyte.gz")
+        for start in range(0, len(stream), chunk_size):
+            payload.feed(stream[start : start + chunk_size])
+        payload.end()
+        assert (
+            payload.take_verified("train-images-idx3-ubyte", EXPECTED["train-images-idx3-ubyte"])
+            == data
+        )
+
+
+def endless_gzip_after_a_good_file() -> Iterator[bytes]:
+    """The train images gzipped, then a GiB of the zero padding gzip allows after a member."""
+    yield gzip.compress(PAYLOADS["train-images-idx3-ubyte"])
+    zeros = bytes(MEBIBYTE)
+    for _ in range(1024):
+        yield zeros
+
+
+@pytest.mark.parametrize(
+    ("make_body", "length", "message", "read_before_refusal"),
+    [
+        (
+            lambda: gzip_stream(PAYLOADS["train-images-idx3-ubyte"][:16], 1024, level=0),
+            None,
+            "decompresses to more than the 2,368 bytes its IDX header declares",
+            0,
+        ),
+        (
+            endless_gzip_after_a_good_file,
+            None,
+            f"more than {MAX_COMPRESSED_BYTES:,} bytes, larger than any Fashion-MNIST download",
+            MAX_COMPRESSED_BYTES,
+        ),
+        (
+            lambda: [b"\x1f\x8b"],
+            10**12,
+            "Content-Length 1,000,000,000,000 is larger than any Fashion-MNIST download "
+            f"({MAX_COMPRESSED_BYTES:,} bytes)",
+            0,
+        ),
+    ],
+    ids=["inflating-without-length", "padding-without-length", "announced-too-large"],
+)
+def test_a_body_too_large_is_refused_without_reading_the_rest(
+    tmp_path: Path,
+    start_mirror: Callable[..., Mirror],
+    make_body,
+    length,
+    message: str,
+    read_before_refusal: int,
+) -> None:
+    mirror = start_mirror(serve_stream(make_body, length=length))
+
+    with pytest.raises(FetchError) as caught:
+        fetch_dataset([mirror.url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+
+    assert str(caught.value).splitlines()[1] == (
+        f"  {mirror.url}: train-images-idx3-ubyte.gz: {message}"
+    )
+    assert mirror.requests == ["/train-images-idx3-ubyte.gz"]  # too large is not retried
+    # Of the GiB on offer, the server sent what was read and what the sockets' buffers took.
+    assert mirror.sent_bytes < read_before_refusal + 32 * MEBIBYTE
+    assert not (tmp_path / "out").exists()
+
+
+def trickle(body: bytes) -> Callable[[], Iterator[bytes]]:
+    return lambda: (body[index : index + 1] for index in range(len(body)))
+
+
+def test_trickling_mirror_is_cut_at_the_timeout_and_the_next_source_used(
+    tmp_path: Path, start_mirror: Callable[..., Mirror], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = gzip.compress(PAYLOADS["train-images-idx3-ubyte"])
+    slow = start_mirror(serve_stream(trickle(body), length=len(body), interval=0.5))
+    good = write_directory(tmp_path / "good", PAYLOADS, gzipped=True)
+
+    started = time.monotonic()
+    used = fetch_dataset(
+        [slow.url, str(good)],
+        tmp_path / "out",
+        sha256=EXPECTED,
+        timeout=2,
+        attempts=2,
+        backoff=0.01,
+    )
+    elapsed = time.monotonic() - started
+
+    # Two attempts of 2 s each: every byte came within the timeout, but no attempt may last longer.
+    assert 3.5 < elapsed < 8
+    assert slow.requests == ["/train-images-idx3-ubyte.gz"] * 2
+    assert used == str(good)
+    assert_outputs_match(tmp_path / "out")
+    assert re.search(
+        r"train-images-idx3-ubyte.gz: not complete within the 2 s timeout \(after 2 attempts",
+        caplog.text,
+    ), caplog.text
+
+
+def test_trickling_body_without_length_is_cut_at_the_timeout(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    slow = start_mirror(serve_stream(trickle(b"\x1f\x8b" + bytes(100)), interval=0.2))
+
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"not complete within the 1 s timeout \(after 1 attempt"):
+        fetch_dataset([slow.url], tmp_path / "out", sha256=EXPECTED, timeout=1, attempts=1)
+
+    assert time.monotonic() - started < 3
+
+
+def test_time_limits_of_a_source() -> None:
+    # The defaults: 3 attempts of 30 s and waits of 1 and 2 s.
+    assert source_time_limit(timeout=30, attempts=3, backoff=1) == 93
+    # A wait never outgrows the timeout, so a source never takes more than (2n - 1) timeouts.
+    assert [retry_wait(attempt, timeout=5, backoff=1) for attempt in range(1, 6)] == [1, 2, 4, 5, 5]
+    assert source_time_limit(timeout=0.5, attempts=4, backoff=10) == 3.5
+
+
+def test_waits_between_attempts_never_exceed_the_timeout(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    mirror = start_mirror(serve_files(PAYLOADS, failures_first=100))
+
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"HTTP 503 .*\(after 4 attempts\)"):
+        fetch_dataset(
+            [mirror.url], tmp_path / "out", sha256=EXPECTED, timeout=0.5, attempts=4, backoff=10
+        )
+    elapsed = time.monotonic() - started
+
+    # Waits of 10, 20 and 40 s as the backoff doubles, each cut to the 0.5 s timeout.
+    assert len(mirror.requests) == 4
+    assert 1.4 < elapsed < 3.5
+
+
+def test_all_files_of_a_mirror_share_its_time_limit(
+    tmp_path: Path, start_mirror: Callable[..., Mirror]
+) -> None:
+    # Each file comes in 0.4 s, within the 0.5 s timeout, but the four of them take longer
+    # than the 1.01 s that the mirror may take in all (2 attempts of 0.5 s and a wait).
+    mirror = start_mirror(serve_files(PAYLOADS, delay=0.4))
+
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"this source's time limit is spent\)") as caught:
+        fetch_dataset([mirror.url], tmp_path / "out", sha256=EXPECTED, **QUICK)
+    elapsed = time.monotonic() - started
+
+    assert len(str(caught.value).splitlines()[1]) < 200  # one line for the source
+    assert elapsed < 2
+    assert not (tmp_path / "out").exists()
 
 
 # --- the stage entry point and the real data ----------------------------------------------

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,8 @@ from pydantic import ValidationError
 from fmnist.errors import ParamsError
 from fmnist.params import Params, load_params, parse_params, read_yaml
 
-REPOSITORY_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+REPOSITORY_PARAMS = REPOSITORY_ROOT / "params.yaml"
 DOCUMENT = read_yaml(REPOSITORY_PARAMS.read_text(encoding="utf-8"))
 DELETE = object()  # marks a key that a mutation removes
 
@@ -454,3 +459,439 @@ def test_spellings_that_yaml_versions_read_differently_are_refused_by_key(
         load_params(path)
 
     assert len(str(error.value).splitlines()) == 1
+
+
+# --- upper bounds: a typo (an extra zero, 1e9) is refused before it costs memory or time ----
+
+SEVENTEEN_SOURCES = [f"/srv/mirror-{number}" for number in range(17)]
+BOUNDS = [
+    pytest.param(
+        "seed", 2**32, "seed: 4294967296: must be less than or equal to 4294967295", id="seed"
+    ),
+    pytest.param(
+        "fetch.timeout",
+        10_000_000_000,
+        "fetch.timeout: 10000000000: must be less than or equal to 3600",
+        id="timeout",
+    ),
+    pytest.param(
+        "fetch.attempts", 40, "fetch.attempts: 40: must be less than or equal to 10", id="attempts"
+    ),
+    pytest.param(
+        "fetch.sources",
+        SEVENTEEN_SOURCES,
+        f"fetch.sources: {repr(SEVENTEEN_SOURCES)[:200]}... (17 items): must have at most 16 "
+        "items, not 17",
+        id="sources",
+    ),
+    pytest.param(
+        "train.hidden_units",
+        [10_000_000],
+        "train.hidden_units.0: 10000000: must be less than or equal to 8192",
+        id="hidden-unit-width",
+    ),
+    pytest.param(
+        "train.hidden_units",
+        [16] * 9,
+        "train.hidden_units: [16, 16, 16, 16, 16, 16, 16, 16, 16]: must have at most 8 items, "
+        "not 9",
+        id="hidden-layers",
+    ),
+    pytest.param(
+        "train.hidden_units",
+        [8192] * 8,
+        "train.hidden_units: the network has 476,332,042 weights; at most 100,000,000: "
+        "use fewer or narrower layers",
+        id="dense-weights",
+    ),
+    pytest.param(
+        "train.epochs",
+        1_000_000_000,
+        "train.epochs: 1000000000: must be less than or equal to 1000",
+        id="epochs",
+    ),
+    pytest.param(
+        "train.batch_size",
+        100_000_000_000,
+        "train.batch_size: 100000000000: must be less than or equal to 70000",
+        id="batch-size",
+    ),
+    pytest.param(
+        "train.early_stopping.patience",
+        1001,
+        "train.early_stopping.patience: 1001: must be less than or equal to 1000",
+        id="patience",
+    ),
+    pytest.param(
+        "train.decay_every",
+        1001,
+        "train.decay_every: 1001: must be less than or equal to 1000",
+        id="decay-every",
+    ),
+    pytest.param("train.l2", 2.0, "train.l2: 2.0: must be less than or equal to 1", id="l2"),
+    pytest.param(
+        "train.weight_decay",
+        10.0,
+        "train.weight_decay: 10.0: must be less than or equal to 1",
+        id="weight-decay",
+    ),
+    pytest.param(
+        "train.cnn.filters",
+        [2048],
+        "train.cnn.filters.0: 2048: must be less than or equal to 1024",
+        id="filters",
+    ),
+    pytest.param(
+        "train.cnn.filters",
+        [8] * 7,
+        "train.cnn.filters: [8, 8, 8, 8, 8, 8, 8]: must have at most 6 items, not 7",
+        id="conv-blocks",
+    ),
+    pytest.param(
+        "train.cnn.kernel_size",
+        29,
+        "train.cnn.kernel_size: 29: must be less than or equal to 28",
+        id="kernel-size",
+    ),
+    pytest.param(
+        "train.cnn.pool_size",
+        100,
+        "train.cnn.pool_size: 100: must be less than or equal to 28",
+        id="pool-size",
+    ),
+    pytest.param(
+        "train.cnn.dense_units",
+        10_000,
+        "train.cnn.dense_units: 10000: must be less than or equal to 8192",
+        id="dense-units",
+    ),
+    pytest.param(
+        "train.cnn",
+        {
+            "filters": [1024],
+            "kernel_size": 3,
+            "padding": "same",
+            "pool_size": 1,
+            "dense_units": 8192,
+        },
+        "train.cnn: the network has 6,576,769,034 weights, 6,576,758,794 of them from the "
+        "802,816 values of the last block into dense_units 8192; at most 100,000,000: use "
+        "fewer filters, fewer dense_units or more pooling",
+        id="cnn-weights",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BOUNDS)
+def test_every_size_count_and_duration_has_an_upper_bound(
+    tmp_path: Path, key: str, value: object, expected: str
+) -> None:
+    path = write_params(tmp_path, mutate({key: value}))
+
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("seed", 2**32 - 1),
+        ("fetch.timeout", 3600),
+        ("fetch.attempts", 10),
+        ("train.hidden_units", [8192, 8192]),
+        ("train.epochs", 1000),
+        ("train.batch_size", 70_000),
+        ("train.cnn.filters", [1024, 1024]),
+    ],
+)
+def test_the_bounds_themselves_are_allowed(key: str, value: object) -> None:
+    params = parse_params(mutate({key: value}))
+
+    assert params.model_dump() == mutate({key: value})
+
+
+def test_a_source_longer_than_any_path_is_refused() -> None:
+    source = "/" + "a" * 4096
+
+    with pytest.raises(ParamsError) as caught:
+        parse_params(mutate({"fetch.sources": [source]}))
+
+    assert str(caught.value) == (
+        f"params.yaml: fetch.sources.0: '{source[:199]}... (4,097 characters): "
+        "must have at most 4096 characters"
+    )
+
+
+def test_a_huge_learning_rate_is_left_to_the_divergence_check() -> None:
+    # A rate costs no memory or time; training stops in epoch 1 with an error naming the key.
+    assert parse_params(mutate({"train.learning_rate": 1e30})).train.learning_rate == 1e30
+
+
+# --- the CNN's geometry, checked against 28x28 images before TensorFlow is imported --------
+
+
+def cnn(**changes: object) -> dict[str, object]:
+    return {f"train.cnn.{key}": value for key, value in changes.items()}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            cnn(filters=[32], kernel_size=28, padding="valid", pool_size=2),
+            "block 1 of 1 does not fit the 28x28 images: kernel_size 28 (padding valid) then "
+            "pool_size 2 need 29x29 feature maps and 28x28 reach it; fits with the rest "
+            "unchanged: padding same, kernel_size 27 or pool_size 1",
+            id="kernel-as-large-as-the-image",
+        ),
+        pytest.param(
+            cnn(filters=[32], kernel_size=3, padding="valid", pool_size=28),
+            "block 1 of 1 does not fit the 28x28 images: kernel_size 3 (padding valid) then "
+            "pool_size 28 need 30x30 feature maps and 28x28 reach it; fits with the rest "
+            "unchanged: padding same, kernel_size 1 or pool_size 26",
+            id="pool-as-large-as-the-image",
+        ),
+        pytest.param(
+            cnn(filters=[8, 16, 32, 64], kernel_size=3, padding="valid", pool_size=2),
+            "block 4 of 4 does not fit the 28x28 images: kernel_size 3 (padding valid) then "
+            "pool_size 2 need 4x4 feature maps and 1x1 reach it; fits with the rest "
+            "unchanged: 3 blocks, padding same, kernel_size 1 or pool_size 1",
+            id="four-valid-blocks",
+        ),
+        pytest.param(
+            cnn(filters=[8] * 5, kernel_size=3, padding="same", pool_size=2),
+            "block 5 of 5 does not fit the 28x28 images: kernel_size 3 (padding same) then "
+            "pool_size 2 need 2x2 feature maps and 1x1 reach it; fits with the rest "
+            "unchanged: 4 blocks or pool_size 1",
+            id="five-same-blocks",
+        ),
+    ],
+)
+def test_a_cnn_that_does_not_fit_the_images_is_one_line_saying_what_fits(
+    changes: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(mutate(changes))
+
+    assert str(caught.value) == f"params.yaml: train.cnn: {expected}"
+
+
+def test_the_cnn_geometry_is_checked_for_a_dense_run_too() -> None:
+    document = mutate({"train.model": "dense", **cnn(kernel_size=28, pool_size=2)})
+
+    with pytest.raises(ParamsError, match=r"^params\.yaml: train\.cnn: block 1 of 1 "):
+        parse_params(document)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param(cnn(filters=[32, 64, 128], padding="same", pool_size=2), id="three-same"),
+        pytest.param(cnn(filters=[8] * 4, padding="same", pool_size=2), id="down-to-1x1"),
+        pytest.param(cnn(filters=[8] * 3, padding="valid", pool_size=2), id="three-valid"),
+        pytest.param(cnn(kernel_size=27, padding="valid", pool_size=2), id="kernel-27-valid"),
+        pytest.param(cnn(kernel_size=28, padding="valid", pool_size=1), id="kernel-28-no-pool"),
+        pytest.param(cnn(kernel_size=28, padding="same", pool_size=28), id="pool-28-same"),
+        pytest.param(cnn(filters=[8] * 6, padding="same", pool_size=1), id="six-unpooled"),
+    ],
+)
+def test_a_cnn_that_fits_the_images_is_accepted(changes: dict[str, object]) -> None:
+    parse_params(mutate({"train.model": "cnn", **changes}))
+
+
+def test_the_best_cnn_of_the_experiments_is_accepted() -> None:
+    experiments = yaml.safe_load((REPOSITORY_ROOT / "experiments.yaml").read_text())
+
+    params = parse_params(mutate(experiments["experiments"]["cnn-best"]["params"]))
+
+    assert (params.train.model, params.train.cnn.filters) == ("cnn", [32, 64])
+
+
+# --- the YAML itself: aliases, nesting and size, refused before the document is built ------
+
+
+def billion_laughs(levels: int, width: int = 10) -> str:
+    """The repository's params.yaml with a seed that expands to ``width ** levels`` values."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    text = REPOSITORY_PARAMS.read_text(encoding="utf-8")
+    text = re.sub(r"^seed: .*$", f"seed: *l{levels - 1}", text, count=1, flags=re.MULTILINE)
+    return "\n".join(lines) + "\n" + text
+
+
+def test_an_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(billion_laughs(levels=9), encoding="utf-8")  # 10**9 values from 3 KB
+
+    started = time.perf_counter()
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 1
+    message = str(caught.value)
+    assert (
+        message
+        == f"{path}:2: YAML aliases (*l0) are not allowed in params.yaml: write the value out"
+    )
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize(
+    ("original", "replacement"),
+    [
+        ("    dense_units: 128\n", "    dense_units: *width\n"),
+        ("  early_stopping:\n", "  early_stopping:\n    <<: *stopping\n"),
+    ],
+    ids=["alias", "merge-key"],
+)
+def test_a_single_alias_is_refused_with_its_line(
+    tmp_path: Path, original: str, replacement: str
+) -> None:
+    text = REPOSITORY_PARAMS.read_text(encoding="utf-8")
+    text = text.replace("  - 512\n", "  - &width 512\n", 1)
+    text = text.replace("report:\n", "report: &stopping\n", 1).replace(original, replacement, 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    name = replacement.split("*")[1].strip()
+    line = next(number for number, row in enumerate(text.splitlines(), 1) if f"*{name}" in row)
+
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == (
+        f"{path}:{line}: YAML aliases (*{name}) are not allowed in params.yaml: write the value out"
+    )
+
+
+def test_an_anchor_without_an_alias_is_harmless_and_loads(tmp_path: Path) -> None:
+    text = REPOSITORY_PARAMS.read_text(encoding="utf-8").replace("  - 512\n", "  - &width 512\n")
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    assert load_params(path).train.hidden_units == [512, 256]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "[" * 500 + "]" * 500,
+            "values nested more than 16 levels deep; params.yaml's deepest, "
+            "train.cnn.filters, is 4",
+        ),
+        ("1" * 5000, "a value of 5,000 characters; at most 4,096, as for a path"),
+    ],
+    ids=["nested-500-deep", "5000-digits"],
+)
+def test_values_the_yaml_reader_cannot_build_are_refused_by_line(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    # Unchecked, these end in a RecursionError and in Python's 4,300-digit ValueError.
+    text = REPOSITORY_PARAMS.read_text(encoding="utf-8")
+    text = re.sub(r"^seed: .*$", lambda _: f"seed: {value}", text, count=1, flags=re.MULTILINE)
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = text.splitlines().index(f"seed: {value}") + 1
+
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == f"{path}:{line}: {expected}"
+
+
+def test_a_file_far_larger_than_any_params_file_is_refused_unparsed(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    padding = "# " + "x" * 98 + "\n"
+    path.write_text(REPOSITORY_PARAMS.read_text(encoding="utf-8") + padding * 700)
+
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == (
+        f"{path}: more than 65,536 characters; params.yaml holds a few KB of settings "
+        "(is this the right file?)"
+    )
+
+
+# --- error messages stay short whatever the value ------------------------------------------
+
+
+def test_a_long_value_is_shown_cut_with_its_size(tmp_path: Path) -> None:
+    path = write_params(tmp_path, mutate({"train.activation": "relu" * 1000}))
+
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+
+    message = str(caught.value)
+    assert message == (
+        f"{path}: train.activation: '{('relu' * 50)[:199]}... (4,000 characters) is not one of "
+        "relu, sigmoid, tanh, elu, gelu"
+    )
+    assert len(message) - len(str(path)) < 300
+
+
+def test_a_value_that_would_print_as_gigabytes_is_shown_cut_at_once() -> None:
+    bomb: object = "lol"
+    for _ in range(10):
+        bomb = [bomb] * 10  # 10**10 strings, sharing one list per level
+
+    started = time.perf_counter()
+    with pytest.raises(ParamsError) as caught:
+        parse_params(mutate({"seed": bomb}))
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 1
+    [line] = str(caught.value).splitlines()
+    assert line.startswith("params.yaml: seed: [[[[[[[[[['lol', 'lol', ")
+    assert line.endswith("... (10 items): must be a valid integer")
+    assert len(line) < 300
+
+
+def test_many_problems_are_cut_to_twenty_lines_and_a_count() -> None:
+    document = mutate({f"unknown_{number}": number for number in range(30)})
+
+    with pytest.raises(ParamsError) as caught:
+        parse_params(document)
+
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 21
+    assert lines[0].startswith("params.yaml: unknown_0: unknown key")
+    assert lines[-1] == "params.yaml: and 10 more problems"
+
+
+# --- end to end: the train stage refuses a bad geometry before importing TensorFlow ---------
+
+
+def test_train_stage_refuses_a_bad_cnn_in_one_line_without_tensorflow(tmp_path: Path) -> None:
+    write_params(tmp_path, mutate({"train.model": "cnn", **cnn(kernel_size=28, pool_size=2)}))
+    # The stage as DVC runs it, in a child that reports whether TensorFlow was imported.
+    code = (
+        "import runpy, sys\n"
+        "try:\n"
+        "    runpy.run_module('stages.train', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    print(stop.code, 'tensorflow' in sys.modules)\n"
+    )
+    arguments = ["--data", "data/split", "--model", "models/model.keras", "--live", "live"]
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)}
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, *arguments],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.stdout == "1 False\n"
+    assert result.stderr.splitlines() == [
+        "train: error: params.yaml: train.cnn: block 1 of 1 does not fit the 28x28 images: "
+        "kernel_size 28 (padding valid) then pool_size 2 need 29x29 feature maps and 28x28 "
+        "reach it; fits with the rest unchanged: padding same, kernel_size 27 or pool_size 1"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
