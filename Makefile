@@ -52,6 +52,13 @@ lint: setup  ## Check style and import order with ruff, and the GitHub workflows
 	ruff format --check .
 	zizmor --offline .github/workflows
 
+.PHONY: predict export
+predict: setup  ## Classify your own pictures: make predict IMAGES="coat.jpg sneaker.png"
+	python -m fmnist.predict $(IMAGES)
+
+export: setup  ## Write models/model.tflite and check it agrees with the Keras model
+	python -m fmnist.export
+
 .PHONY: push check-lock check-pushed check-retrain review
 BASE ?= main
 TOLERANCE ?= 0.01
@@ -74,8 +81,11 @@ check-retrain: setup  ## Retrain on the pulled data; fail if a metric moves more
 review: setup  ## Write review/report.md: params, metrics and plots against BASE (default main)
 	python -m fmnist.review --base $(BASE) --out review
 
-.PHONY: bench
-bench: setup data  ## Measure speed and memory on the real data (about 25 min): bench/results.json
+.PHONY: bench bench-pipeline
+bench: setup data  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~30 min)
+	python -m bench.accuracy
+
+bench-pipeline: setup data  ## Speed and memory of the pipeline itself (about 25 min): bench/results.json
 	python -m bench.run --out bench/results.json
 
 clean:  ## Remove the virtual environment and caches (not the DVC cache or results)

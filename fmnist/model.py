@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist import IMAGE_SHAPE, NUM_CLASSES
+from fmnist import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fmnist.data import Split
 from fmnist.errors import DataError, TrainingError
 from fmnist.files import atomic_path
@@ -81,6 +81,17 @@ def build_model(params: TrainParams) -> keras.Model:
     Pixel scaling to [0, 1] is the model's first layer, so training, evaluation and anyone
     loading the saved model feed raw uint8 images and cannot disagree about normalisation.
     """
+    # Layers take the dtype policy in force when they are made: mixed bfloat16 computes in
+    # bfloat16 and keeps float32 weights; the softmax stays float32 (its sums need the range).
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if params.precision == "bfloat16" else "float32")
+    try:
+        return _build_layers(params)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _build_layers(params: TrainParams) -> keras.Model:
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1 / 255, name="scale_pixels")(inputs)
     x = keras.layers.Reshape((*IMAGE_SHAPE, 1), name="add_channel")(x)
@@ -108,7 +119,9 @@ def build_model(params: TrainParams) -> keras.Model:
         name = f"dense_{index}"
         x = _hidden_layer(x, keras.layers.Dense, params, name, units=units)
         x = _dropout(x, params, name)
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(
+        NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities"
+    )(x)
     return keras.Model(inputs, outputs, name=f"{params.model}_classifier")
 
 
@@ -116,6 +129,14 @@ def learning_rate_schedule(
     params: TrainParams, steps_per_epoch: int
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The learning rate, constant or decaying per step as ``params.schedule`` says."""
+    if params.schedule == "cosine" and params.warmup_epochs:
+        warmup_steps = params.warmup_epochs * steps_per_epoch
+        return keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=params.epochs * steps_per_epoch - warmup_steps,
+            warmup_target=params.learning_rate,
+            warmup_steps=warmup_steps,
+        )
     if params.schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
             params.learning_rate, decay_steps=params.epochs * steps_per_epoch
@@ -242,12 +263,15 @@ def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
 
 def _normalise_archive(source: Path, target: Path) -> None:
     """Copy a ``.keras`` archive without what changes from one save of the same model to the
-    next: the save time, Python object ids and the zip entries' dates.
+    next (the save time, Python object ids and the zip entries' dates), adding the class names.
     """
     with zipfile.ZipFile(source) as archive:
         members = {info.filename: archive.read(info) for info in archive.infolist()}
     metadata = json.loads(members["metadata.json"])
     metadata.pop("date_saved", None)
+    # The names travel inside the model file, so whoever loads it can name its outputs without
+    # this package; Keras ignores metadata.json when it loads an archive.
+    metadata["class_names"] = list(CLASS_NAMES)
     members["metadata.json"] = json.dumps(metadata).encode()
     # Object ids only say which layers share an object: number them in order of appearance.
     numbers: dict[bytes, bytes] = {}
@@ -270,12 +294,39 @@ def _normalise_archive(source: Path, target: Path) -> None:
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Save ``model`` atomically as a ``.keras`` archive whose bytes depend on the model only,
     so that the same weights give the same file and the same hash in dvc.lock.
+
+    The archive's ``metadata.json`` holds the class names in output order (``read_class_names``).
     """
     with tempfile.TemporaryDirectory() as directory:
         saved = Path(directory) / "model.keras"
         model.save(saved)
         with atomic_path(path) as temporary:
             _normalise_archive(saved, temporary)
+
+
+def read_class_names(path: str | os.PathLike[str]) -> list[str]:
+    """The class names, in the order of the model's outputs, that ``save_model`` stored in the
+    archive's ``metadata.json``; read with zipfile and json alone, as any other program can.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read("metadata.json"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the train stage: dvc repro train)") from None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        raise DataError(f"{path}: not a Keras model archive ({reason})") from None
+    names = metadata.get("class_names") if isinstance(metadata, dict) else None
+    if not (
+        isinstance(names, list)
+        and len(names) == NUM_CLASSES
+        and all(isinstance(name, str) for name in names)
+    ):
+        raise DataError(
+            f"{path}: holds no list of {NUM_CLASSES} class names (saved before they were "
+            "stored with the model); retrain with `dvc repro train`"
+        )
+    return names
 
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:

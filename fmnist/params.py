@@ -276,6 +276,8 @@ class TrainParams(Section):
     """adamw only: decoupled weight decay."""
     schedule: Literal["constant", "cosine", "step"]
     """Learning rate over training: constant, cosine decay to 0, or step decay."""
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
+    """cosine only: epochs in which the rate rises linearly from 0 before the decay; 0 for none."""
     decay_every: Epochs
     """step only: epochs between decays."""
     decay_factor: Fraction
@@ -285,6 +287,18 @@ class TrainParams(Section):
     augment: AugmentParams
     batch_size: Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
     epochs: Epochs
+    precision: Literal["float32", "bfloat16"]
+    """bfloat16: Keras's mixed precision (bfloat16 compute, float32 weights and softmax), faster
+    on CPUs with AVX-512 BF16 or AMX; float32 everywhere else."""
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> TrainParams:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(
+                f"warmup_epochs {self.warmup_epochs} leaves no epoch of the {self.epochs} "
+                "to decay in: use fewer"
+            )
+        return self
 
     @field_validator("hidden_units")
     @classmethod

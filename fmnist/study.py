@@ -49,6 +49,7 @@ from fmnist.files import write_text
 log = logging.getLogger("study")
 
 EXPERIMENTS_FILE = Path("experiments.yaml")
+TIMES_FILE = Path("bench/accuracy.json")
 TABLE_START = "<!-- study-table:start -->"
 TABLE_END = "<!-- study-table:end -->"
 TEST_ACCURACY = ("metrics/evaluate.json", "accuracy")
@@ -279,7 +280,7 @@ def latest_results(show_json: str) -> dict[str, dict]:
     return latest
 
 
-def _metric(run: dict | None, path: str, key: str) -> float | None:
+def metric_value(run: dict | None, path: str, key: str) -> float | None:
     """The metric ``key`` (dotted for nested keys) of the file ``path`` in ``run``."""
     try:
         value = run["metrics"][path]["data"]
@@ -294,19 +295,44 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def render_table(experiments: list[Experiment], results: dict[str, dict]) -> str:
-    """The README table: each experiment, the study's figure, the measured ones, the command."""
+def _duration(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def read_times(path: Path) -> dict[str, float]:
+    """Each experiment's seconds in a ``make bench`` result file; none if it is absent."""
+    if not path.is_file():
+        return {}
+    try:
+        experiments = json.loads(path.read_text(encoding="utf-8"))["experiments"]
+        return {name: float(row["seconds"]) for name, row in experiments.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise PipelineError(f"{path}: not a `make bench` result ({error})") from None
+
+
+def render_table(
+    experiments: list[Experiment],
+    results: dict[str, dict],
+    seconds: dict[str, float] | None = None,
+) -> str:
+    """The README table: each experiment, the study's figure, the measured ones, the time of
+    ``make exp`` where ``seconds`` has it (``make bench``'s bench/accuracy.json), the command.
+    """
+    seconds = seconds or {}
     lines = [
-        "| experiment | study reported | measured test | measured val | command |",
-        "|---|---|---:|---:|---|",
+        "| experiment | study reported | measured test | measured val | time (2 cores) | command |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for experiment in experiments:
         run = results.get(experiment.name)
-        test, validation = _metric(run, *TEST_ACCURACY), _metric(run, *VALIDATION_ACCURACY)
+        test, validation = (
+            metric_value(run, *TEST_ACCURACY),
+            metric_value(run, *VALIDATION_ACCURACY),
+        )
         reported = experiment.reported or "not reported"
         lines.append(
             f"| {experiment.title} | {reported} | {_percent(test)} | {_percent(validation)} "
-            f"| `make exp NAME={experiment.name}` |"
+            f"| {_duration(seconds.get(experiment.name))} | `make exp NAME={experiment.name}` |"
         )
     notes = [f"- **{e.title}**: {e.note}" for e in experiments if e.note]
     return "\n".join(lines + (["", *notes] if notes else []))
@@ -339,6 +365,9 @@ def main() -> None:
     run.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
     table = commands.add_parser("table", help="print the results table or update the README")
     table.add_argument("--readme", type=Path, help="rewrite the table between its markers")
+    table.add_argument(
+        "--times", type=Path, default=TIMES_FILE, help=f"make bench's results ({TIMES_FILE})"
+    )
     args = parser.parse_args()
     # The queue's broker is a local directory: kombu's warning that it has no host is noise.
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
@@ -349,7 +378,7 @@ def main() -> None:
         experiments = load_experiments(args.file)
     if args.command == "table":
         results = latest_results(_dvc("exp", "show", "--json", "-A").stdout)
-        rendered = render_table(experiments, results)
+        rendered = render_table(experiments, results, read_times(args.times))
         if args.readme:
             update_readme(args.readme, rendered)
             log.info("updated the table in %s", args.readme)

@@ -114,3 +114,30 @@ def test_quick_benchmark_measures_every_figure(tmp_path: Path) -> None:
     throughput = figures["training_throughput"]
     ratios += [throughput[size]["samples_per_second"]["ratio"] for size in throughput["goal"]]
     assert all(math.isfinite(ratio) and ratio > 0 for ratio in ratios), ratios
+
+
+@pytest.mark.slow
+def test_quick_accuracy_benchmark_times_the_reference_and_each_experiment(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    write_synthetic_source(source)
+    out, plot = tmp_path / "accuracy.json", tmp_path / "accuracy.png"
+    command = [sys.executable, "-m", "bench.accuracy", "--quick", "--source", str(source)]
+    command += ["--out", str(out), "--plot", str(plot), "study-cnn", "cnn-fast"]
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+
+    result = subprocess.run(
+        command, cwd=REPOSITORY_ROOT, env=environment, capture_output=True, text=True, timeout=600
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    reference = results["reference"]
+    assert 0 <= reference["accuracy"] <= 1 and reference["seconds"] > 0
+    assert list(results["experiments"]) == ["study-cnn", "cnn-fast"]
+    for row in results["experiments"].values():
+        assert 0 <= row["accuracy"] <= 1  # read from `dvc exp show --json`
+        assert row["ratio"] == pytest.approx(row["seconds"] / reference["seconds"], abs=0.01)
+    assert results["experiments"]["cnn-fast"]["goal"] == {"accuracy": 0.93, "ratio": 2.0}
+    assert "cnn-fast:" in result.stdout and "goal >= 93%" in result.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")

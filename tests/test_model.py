@@ -20,6 +20,7 @@ from fmnist.model import (
     learning_rate_schedule,
     load_model,
     predict_probabilities,
+    save_model,
     seed_everything,
     train_model,
 )
@@ -190,6 +191,43 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not() -> None:
         np.testing.assert_array_equal(first_array, second_array)
     assert first_history == second_history
     assert not np.array_equal(first.get_weights()[0], third.get_weights()[0])
+
+
+def test_bfloat16_computes_in_bfloat16_and_repeats_exactly(tmp_path: Path) -> None:
+    params = make_train_params(
+        model="cnn", hidden_units=[8], cnn={"filters": [4]}, epochs=2, precision="bfloat16"
+    )
+    runs = []
+    for _ in range(2):
+        seed_everything(7)
+        runs.append(train_model(params, TRAIN, VALIDATION))
+    (first, first_history), (second, second_history) = runs
+    path = tmp_path / "model.keras"
+    save_model(first, path)
+
+    assert first.get_layer("conv_1").compute_dtype == "bfloat16"
+    assert first.get_layer("conv_1").kernel.dtype == "float32"
+    assert first.get_layer("probabilities").compute_dtype == "float32"
+    assert build_model(make_train_params()).get_layer("dense_1").compute_dtype == "float32"
+    for first_array, second_array in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(first_array, second_array)
+    assert first_history == second_history
+    probabilities = predict_probabilities(load_model(path), TRAIN.images[:8])
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_warmup_rises_to_the_learning_rate_then_decays_to_zero() -> None:
+    params = make_train_params(schedule="cosine", warmup_epochs=2, epochs=10, learning_rate=0.01)
+    schedule = learning_rate_schedule(params, steps_per_epoch=5)
+
+    rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+
+    assert rates[0] == 0.0
+    assert rates[1] == pytest.approx(0.005)
+    assert rates[2] == pytest.approx(0.01)
+    assert 0 < rates[3] < 0.01
+    assert rates[4] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_saved_model_loads_and_predicts_the_same(tmp_path: Path) -> None:

@@ -81,8 +81,8 @@ MUTATIONS = [
                 "train.hiden_units",
                 "unknown key (allowed: model, hidden_units, activation, dropout, batch_norm, "
                 "l2, cnn, optimizer, learning_rate, momentum, nesterov, weight_decay, "
-                "schedule, decay_every, decay_factor, label_smoothing, early_stopping, "
-                "augment, batch_size, epochs)",
+                "schedule, warmup_epochs, decay_every, decay_factor, label_smoothing, "
+                "early_stopping, augment, batch_size, epochs, precision)",
             ),
             ("train.hidden_units", "missing"),
         ],
@@ -895,3 +895,19 @@ def test_train_stage_refuses_a_bad_cnn_in_one_line_without_tensorflow(tmp_path: 
         "reach it; fits with the rest unchanged: padding same, kernel_size 27 or pool_size 1"
     ]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"train.precision": "float16"}, "'float16' is not one of float32, bfloat16"),
+        ({"train.warmup_epochs": -1}, "train.warmup_epochs: -1"),
+        (
+            {"train.warmup_epochs": 30, "train.epochs": 30},
+            "warmup_epochs 30 leaves no epoch of the 30 to decay in",
+        ),
+    ],
+)
+def test_precision_and_warmup_are_checked(changes: dict, fragment: str) -> None:
+    with pytest.raises(ParamsError, match=re.escape(fragment)):
+        parse_params(mutate(changes))

@@ -27,6 +27,7 @@ from fmnist.study import (
     choose_experiments,
     latest_results,
     load_experiments,
+    read_times,
     render_table,
     run_command,
     set_arguments,
@@ -205,11 +206,23 @@ def test_table_uses_the_latest_run_of_each_experiment() -> None:
         )
     )
 
-    table = render_table(experiments, results).splitlines()
+    table = render_table(experiments, results, {"a": 95.0}).splitlines()
 
-    assert table[2] == "| Setting A | 76.8% test | 83.12% | 84.00% | `make exp NAME=a` |"
-    assert table[3] == "| Setting B | not reported | - | - | `make exp NAME=b` |"
+    assert table[2] == "| Setting A | 76.8% test | 83.12% | 84.00% | 1.6 min | `make exp NAME=a` |"
+    assert table[3] == "| Setting B | not reported | - | - | - | `make exp NAME=b` |"
     assert "- **Setting A**: inputs were not scaled" in table
+
+
+def test_times_come_from_a_bench_result_or_are_absent(tmp_path: Path) -> None:
+    result = tmp_path / "accuracy.json"
+    result.write_text(json.dumps({"experiments": {"cnn-fast": {"seconds": 150.2}}}))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"experiments": [1]}')
+
+    assert read_times(result) == {"cnn-fast": 150.2}
+    assert read_times(tmp_path / "absent.json") == {}
+    with pytest.raises(PipelineError, match="not a `make bench` result"):
+        read_times(broken)
 
 
 def test_update_readme_replaces_only_between_the_markers(tmp_path: Path) -> None:

@@ -1,0 +1,203 @@
+"""Accuracy per CPU-minute: the study's CNN script and the named experiments, side by side.
+
+The reference is ``bench/reference_cnn.py``, the study's CNN as its blog post writes it, on the
+decompressed IDX files. Each named experiment is timed as ``make exp NAME=<name>`` runs it:
+``dvc exp run -n NAME -S ...`` (``fmnist.study.run_command``) in a copy of the pipeline whose
+data stages (fetch, preprocess, split: the same for every experiment) already ran, so its time
+is train, evaluate and report through DVC. One run each, in one process tree at a time.
+
+    python -m bench.accuracy                      # make bench: about 30 minutes on 2 cores
+    python -m bench.accuracy cnn-fast dense-best  # some experiments only
+    python -m bench.accuracy --quick --source DIR # one epoch each on small IDX files
+
+Prints accuracy, time and ratio to the reference for each; writes them to
+``bench/accuracy.json`` and draws accuracy against time in ``bench/accuracy.png``, the test
+accuracies read from ``dvc exp show --json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.measure import command_environment, run_measured
+from bench.run import describe_machine
+from bench.workspace import REPOSITORY_ROOT, dvc_command, make_template, source_checksums
+from fmnist.files import write_json
+from fmnist.study import (
+    EXPERIMENTS_FILE,
+    TEST_ACCURACY,
+    choose_experiments,
+    latest_results,
+    load_experiments,
+    metric_value,
+    run_command,
+)
+
+log = logging.getLogger("bench")
+
+# The issue's goals: (least test accuracy, most time as a multiple of the reference's).
+GOALS = {"cnn-fast": (0.93, 2.0), "cnn-best": (0.94, 10.0), "dense-best": (0.91, 2.0)}
+DEFAULT_NAMES = ("study-cnn", "cnn-fast", "dense-best", "cnn-best")
+
+
+def reference(raw: Path, epochs: int | None) -> dict:
+    """Time the reference script on the IDX files in ``raw``; its accuracy and seconds."""
+    command = [sys.executable, "-m", "bench.reference_cnn", "--raw", str(raw)]
+    if epochs:
+        command += ["--epochs", str(epochs)]
+    run = run_measured(command, REPOSITORY_ROOT)
+    scores = json.loads(run.output.strip().splitlines()[-1])
+    return {"accuracy": scores["accuracy"], "seconds": round(run.seconds, 1)}
+
+
+def experiment_seconds(workspace: Path, names: list[str], epochs: int | None) -> dict[str, float]:
+    """Run each named experiment in ``workspace`` in turn; the wall time of each."""
+    experiments = choose_experiments(load_experiments(REPOSITORY_ROOT / EXPERIMENTS_FILE), names)
+    seconds = {}
+    for experiment in experiments:
+        command = run_command(experiment)
+        if epochs:  # a check of the benchmark itself: no warm-up fits in one epoch
+            command += ["-S", f"train.epochs={epochs}", "-S", "train.warmup_epochs=0"]
+        log.info("running %s", experiment.name)
+        run = run_measured([sys.executable, "-m", *command], workspace)
+        seconds[experiment.name] = round(run.seconds, 1)
+        log.info("%s: %.1f s", experiment.name, run.seconds)
+    return seconds
+
+
+def accuracies(workspace: Path) -> dict[str, float]:
+    """Each experiment's test accuracy, from ``dvc exp show --json``."""
+    shown = subprocess.run(
+        dvc_command("exp", "show", "--json"),
+        cwd=workspace,
+        env=command_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {name: metric_value(run, *TEST_ACCURACY) for name, run in latest_results(shown).items()}
+
+
+def summarize(reference_run: dict, seconds: dict[str, float], scores: dict[str, float]) -> dict:
+    rows = {}
+    for name, elapsed in seconds.items():
+        ratio = elapsed / reference_run["seconds"]
+        row = {"accuracy": scores.get(name), "seconds": elapsed, "ratio": round(ratio, 2)}
+        if name in GOALS:
+            least, most = GOALS[name]
+            row["goal"] = {"accuracy": least, "ratio": most}
+            row["met"] = bool(row["accuracy"] is not None and row["accuracy"] >= least) and (
+                ratio <= most
+            )
+        rows[name] = row
+    return rows
+
+
+def summary_lines(results: dict) -> list[str]:
+    reference_run = results["reference"]
+    lines = [
+        f"Accuracy per CPU-minute ({results['machine']['cpu']}, {results['machine']['cores']} "
+        "cores; one run each):",
+        f"  reference (the study's CNN script): {100 * reference_run['accuracy']:.2f}% test in "
+        f"{reference_run['seconds']:.0f} s",
+    ]
+    for name, row in results["experiments"].items():
+        accuracy = "n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+        line = f"  {name}: {accuracy} test in {row['seconds']:.0f} s = {row['ratio']:.2f}x"
+        if "goal" in row:
+            goal = row["goal"]
+            verdict = "met" if row["met"] else "NOT met"
+            line += f" (goal >= {100 * goal['accuracy']:.0f}% in <= {goal['ratio']:g}x: {verdict})"
+        lines.append(line)
+    return lines
+
+
+def plot(results: dict, path: Path) -> None:
+    """Test accuracy against minutes for the reference and every experiment."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fmnist.plots import save_figure
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    reference_run = results["reference"]
+    points = {"reference script": (reference_run["seconds"], reference_run["accuracy"])}
+    points |= {
+        name: (row["seconds"], row["accuracy"])
+        for name, row in results["experiments"].items()
+        if row["accuracy"] is not None
+    }
+    for name, (seconds, accuracy) in points.items():
+        marker = "s" if name == "reference script" else "o"
+        axes.scatter(seconds / 60, 100 * accuracy, marker=marker, color="tab:blue")
+        axes.annotate(
+            name, (seconds / 60, 100 * accuracy), textcoords="offset points", xytext=(5, 4)
+        )
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 4, 8, 16, 32]))
+    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes.margins(x=0.15, y=0.1)
+    axes.set_xlabel("minutes on 2 CPU cores (train, evaluate, report through DVC)")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("Fashion-MNIST: accuracy against time")
+    axes.grid(True, which="both", alpha=0.3)
+    save_figure(figure, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "names", nargs="*", help=f"experiments (default: {' '.join(DEFAULT_NAMES)})"
+    )
+    parser.add_argument("--quick", action="store_true", help="one epoch each, to check it works")
+    parser.add_argument("--source", type=Path, help="a directory of the four IDX files to use")
+    parser.add_argument("--out", type=Path, default=REPOSITORY_ROOT / "bench" / "accuracy.json")
+    parser.add_argument("--plot", type=Path, default=REPOSITORY_ROOT / "bench" / "accuracy.png")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    names = args.names or list(DEFAULT_NAMES)
+    epochs = 1 if args.quick else None
+
+    changes: dict[str, object] = {}
+    checksums = None
+    if args.source:
+        changes = {"fetch.sources": [str(args.source.resolve())]}
+        checksums = source_checksums(args.source.resolve())
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fmnist-accuracy-") as scratch:
+        workspace = make_template(Path(scratch) / "workspace", changes, checksums)
+        shutil.copy2(REPOSITORY_ROOT / EXPERIMENTS_FILE, workspace / EXPERIMENTS_FILE)
+        run_measured([*dvc_command("repro", "split")], workspace)  # the shared data, untimed
+        reference_run = reference(workspace / "data" / "raw", epochs)
+        log.info("reference: %.1f s", reference_run["seconds"])
+        seconds = experiment_seconds(workspace, names, epochs)
+        scores = accuracies(workspace)
+    results = {
+        "command": " ".join(["python -m bench.accuracy", *sys.argv[1:]]),
+        "mode": "quick" if args.quick else "full",
+        "machine": describe_machine(),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "reference": reference_run,
+        "experiments": summarize(reference_run, seconds, scores),
+    }
+    for line in summary_lines(results):
+        print(line)
+    write_json(args.out, results)
+    plot(results, args.plot)
+    log.info("wrote %s and %s", args.out, args.plot)
+
+
+if __name__ == "__main__":
+    main()
