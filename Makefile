@@ -40,9 +40,9 @@ repro: setup data  ## Set everything up and run the pipeline (dvc repro; fails i
 exp: setup data  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
 	python -m fmnist.study exp $(NAME)
 
-study: setup data  ## Run every experiment of experiments.yaml in DVC's queue, then update the README table
+study: setup data  ## Run every experiment of experiments.yaml in DVC's queue, then update docs/study.md's table
 	python -m fmnist.study run
-	python -m fmnist.study table --readme README.md
+	python -m fmnist.study table --readme docs/study.md
 
 test: setup data  ## Set everything up and run the tests
 	python -m pytest

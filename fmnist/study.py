@@ -8,7 +8,7 @@ the study reported for it.
 - ``python -m fmnist.study run [NAME ...]`` queues them (``dvc exp run --queue -n NAME ...``),
   starts DVC's queue workers (``dvc queue start``) and waits for the tasks, reading their states
   as ``dvc queue status`` does.
-- ``python -m fmnist.study table`` rewrites the README's results table from
+- ``python -m fmnist.study table`` rewrites the results table of docs/study.md from
   ``dvc exp show --json``.
 - ``python -m fmnist.study plan [--sweep EXPR] [NAME ...]`` prints the names of the experiments
   as a JSON array, for a CI matrix that runs each one on its own machine (``exp NAME``) and
@@ -315,7 +315,7 @@ def render_table(
     results: dict[str, dict],
     seconds: dict[str, float] | None = None,
 ) -> str:
-    """The README table: each experiment, the study's figure, the measured ones, the time of
+    """The results table: each experiment, the study's figure, the measured ones, the time of
     ``make exp`` where ``seconds`` has it (``make bench``'s bench/accuracy.json), the command.
     """
     seconds = seconds or {}
@@ -363,7 +363,7 @@ def main() -> None:
     run.add_argument("names", nargs="*", help="experiments to run (default: all)")
     run.add_argument("--jobs", type=int, default=1, help="experiments run at once")
     run.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
-    table = commands.add_parser("table", help="print the results table or update the README")
+    table = commands.add_parser("table", help="print the results table or update a file")
     table.add_argument("--readme", type=Path, help="rewrite the table between its markers")
     table.add_argument(
         "--times", type=Path, default=TIMES_FILE, help=f"make bench's results ({TIMES_FILE})"

@@ -1,6 +1,6 @@
 """Reliability: repeatability, bad input, faults in the middle, parallel experiments, disk use.
 
-Each test checks one promise of the README's "What is guaranteed, and how it is tested". The
+Each test checks one promise of docs/guarantees.md, "What is guaranteed, and how it is tested". The
 `dvc` tests share one copy of the session's baseline repository (synthetic data, its first
 `dvc repro` committed) and put it back to that commit when they are done; the stage tests run
 one stage's script on a temporary directory holding its own params.yaml.

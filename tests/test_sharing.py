@@ -1,8 +1,8 @@
-"""Sharing results through a DVC remote on an S3-compatible server, as the README shows it.
+"""Sharing results through a DVC remote on an S3-compatible server, as docs/sharing.md shows it.
 
 moto's S3 server runs on 127.0.0.1 for the module. Each test starts from the session's synthetic
 baseline repository as a bare git ``origin`` and gives it its own prefix in one bucket; the
-README's own command blocks run against it, with its placeholders filled in.
+the document's own command blocks run against it, with its placeholders filled in.
 """
 
 from __future__ import annotations
@@ -69,21 +69,21 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The remote's credentials, in the environment as the README asks (never in git)."""
+    """The remote's credentials, in the environment as docs/sharing.md asks (never in git)."""
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
 
 
 def readme_block(marker: str, **placeholders: str) -> str:
-    """The README's shell block after ``<!-- sharing:MARKER -->``, ``<placeholder>``s filled.
+    """The shell block after ``<!-- sharing:MARKER -->`` in docs/sharing.md, placeholders filled.
 
     Its ``make setup`` line is left out: the tests' own virtual environment is already first on
     PATH, and a new one would be installed from the package index. ``make push`` becomes its
     recipe in the Makefile, which the temporary repositories do not hold.
     """
-    readme = (REPOSITORY_ROOT / "README.md").read_text()
+    readme = (REPOSITORY_ROOT / "docs" / "sharing.md").read_text()
     match = re.search(rf"<!-- sharing:{marker} -->\n```bash\n(.*?)```", readme, flags=re.DOTALL)
-    assert match, f"README.md has no sharing:{marker} block"
+    assert match, f"docs/sharing.md has no sharing:{marker} block"
     lines = []
     for line in match.group(1).splitlines():
         if line.startswith("make push"):
@@ -106,7 +106,7 @@ def makefile_recipe(target: str) -> list[str]:
 
 
 def run_script(script: str, cwd: Path) -> str:
-    """Run a README block with bash, stopping at the first failing command; its output."""
+    """Run a block of the document with bash, stopping at the first failing command; its output."""
     result = run(["bash", "-euo", "pipefail", "-c", script], cwd)
     return result.stdout + result.stderr
 
@@ -125,7 +125,7 @@ def origin(tmp_path: Path, baseline_repository: Path) -> Path:
 
 @pytest.fixture
 def shared_origin(tmp_path: Path, origin: Path, s3_endpoint: str, request) -> tuple[Path, Path]:
-    """``origin`` with the README's remote set-up committed, and the author's clone of it."""
+    """``origin`` with the document's remote set-up committed, and the author's clone of it."""
     author = tmp_path / "author"
     run(["git", "clone", "-q", str(origin), str(author)], tmp_path)
     for key, value in (("user.email", "author@example.com"), ("user.name", "Author")):
