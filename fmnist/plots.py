@@ -60,20 +60,48 @@ def plot_curves(history: pd.DataFrame) -> Figure:
     return figure
 
 
+def error_shares(matrix: np.ndarray) -> np.ndarray:
+    """Each off-diagonal cell as a share of its row (the images of that true class); the
+    diagonal, the correct answers, as NaN: it would dwarf every error in a colour scale.
+    """
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    np.fill_diagonal(shares, np.nan)
+    return shares
+
+
 def plot_confusion(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Confusion matrix with counts in each cell; rows true, columns predicted."""
+    """Confusion matrix with counts in each cell; rows true, columns predicted, in label order.
+
+    The colour of an error is its share of the true class's images, so that 150 Pullovers
+    taken for Coats stand out; the diagonal (correct answers) is grey, its counts in bold.
+    """
     figure, axis = plt.subplots(figsize=(8, 7))
-    image = axis.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    shares = error_shares(matrix)
+    colours = plt.get_cmap("Reds").with_extremes(bad="#e8e8e8")
+    image = axis.imshow(shares, cmap=colours, vmin=0, vmax=max(np.nanmax(shares), 0.01))
+    colourbar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    colourbar.set_label("share of the true class's images")
     ticks = np.arange(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=45, ha="right")
     axis.set_yticks(ticks, class_names)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    threshold = matrix.max() / 2
+    threshold = np.nanmax(shares) / 2
     for (row, column), count in np.ndenumerate(matrix):
-        color = "white" if count > threshold else "black"
-        axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=8)
-    axis.set_title("Confusion matrix (test set)")
+        correct = row == column
+        color = "white" if not correct and shares[row, column] > threshold else "black"
+        weight = "bold" if correct else "normal"
+        axis.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color=color,
+            fontsize=8,
+            fontweight=weight,
+        )
+    axis.set_title("Confusion matrix (test set): errors by share of the true class")
     figure.tight_layout()
     return figure

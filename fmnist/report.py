@@ -42,13 +42,21 @@ def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return history
 
 
-def read_predictions(path: str | os.PathLike[str], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The evaluate stage's per-image predictions as label numbers: (actual, predicted).
+def read_predictions(
+    path: str | os.PathLike[str], count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluate stage's per-image predictions: actual and predicted label numbers and the
+    probability of the predicted class.
 
-    Raise DataError unless the file has ``count`` rows whose classes are all class names.
+    Raise DataError unless the file has ``count`` rows whose classes are all class names and
+    whose probabilities are numbers from 0 to 1.
     """
     try:
-        table = pd.read_csv(path, usecols=["actual", "predicted"], dtype=str)
+        table = pd.read_csv(
+            path,
+            usecols=["actual", "predicted", "probability"],
+            dtype={"actual": str, "predicted": str, "probability": float},
+        )
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run the evaluate stage: dvc repro evaluate)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
@@ -56,10 +64,14 @@ def read_predictions(path: str | os.PathLike[str], count: int) -> tuple[np.ndarr
     if len(table) != count:
         raise DataError(f"{path}: {len(table):,} predictions for {count:,} test images")
     index = {name: number for number, name in enumerate(CLASS_NAMES)}
-    unknown = sorted(set(table.stack()) - set(index))
+    unknown = sorted(set(table[["actual", "predicted"]].stack()) - set(index))
     if unknown:
         raise DataError(f"{path}: {unknown[0][:50]!r} is not a class name")
-    return table["actual"].map(index).to_numpy(), table["predicted"].map(index).to_numpy()
+    probability = table["probability"].to_numpy()
+    if not np.all((probability >= 0) & (probability <= 1)):
+        raise DataError(f"{path}: a probability is not a number from 0 to 1")
+    actual, predicted = (table[column].map(index).to_numpy() for column in ("actual", "predicted"))
+    return actual, predicted, probability
 
 
 def read_kept_epoch(path: str | os.PathLike[str], epochs: int) -> int:
@@ -174,11 +186,15 @@ def render_report(
         "",
         "## Confusion matrix",
         "",
+        "Rows are the true classes, columns the answers. An error's colour is its share of the "
+        "true class's images; the diagonal holds the correct answers.",
+        "",
         f"![Confusion matrix]({figures['confusion']})",
         "",
         "## Misclassified test images",
         "",
-        "Captions read *true → predicted*.",
+        "The mistakes the model was surest of, surest first. Captions read *true → predicted* "
+        "and the probability the model gave its answer.",
         "",
         f"![Misclassified test images]({figures['misclassified']})",
         "",

@@ -37,6 +37,8 @@ def main() -> None:
         {
             "actual": names[test.labels].to_numpy(),
             "predicted": names[predicted].to_numpy(),
+            # The model's confidence in its answer: the report shows its surest mistakes.
+            "probability": probabilities.max(1).round(4),
         }
     )
     write_text(args.predictions, predictions.to_csv(index_label="index", lineterminator="\n"))

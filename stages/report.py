@@ -39,7 +39,7 @@ def main() -> None:
     # Every input is read and checked before the first figure is written, so that a damaged one
     # fails the stage with the earlier figures untouched.
     test = load_split(args.test)
-    actual, predicted = read_predictions(args.predictions, len(test.labels))
+    actual, predicted, probability = read_predictions(args.predictions, len(test.labels))
     history = read_history(args.live)
     kept_epoch = read_kept_epoch(args.live / "metrics.json", len(history))
     inputs = {
@@ -47,13 +47,20 @@ def main() -> None:
         for path in (args.test_metrics, args.classes, args.confused, args.split_counts)
     }
 
-    wrong = np.flatnonzero(actual != predicted)[: params.report.misclassified]
+    # The surest mistakes first (ties in test-set order): the ones worth a look.
+    mistakes = np.flatnonzero(actual != predicted)
+    wrong = mistakes[np.argsort(-probability[mistakes], kind="stable")][
+        : params.report.misclassified
+    ]
     figures = {
         "curves": plot_curves(history),
         "confusion": plot_confusion(confusion(actual, predicted), CLASS_NAMES),
         "misclassified": plot_image_grid(
             test.images[wrong],
-            [f"{CLASS_NAMES[actual[i]]}\n→ {CLASS_NAMES[predicted[i]]}" for i in wrong],
+            [
+                f"{CLASS_NAMES[actual[i]]}\n→ {CLASS_NAMES[predicted[i]]} {probability[i]:.1%}"
+                for i in wrong
+            ],
         ),
     }
     paths = {name: args.figures / f"{name}.png" for name in figures}

@@ -134,7 +134,11 @@ def test_a_model_with_a_flipped_byte_fails_evaluate_and_changes_nothing(
         ("plots/classes.json", '[{"class": "T-shirt/top", "prec', "not readable JSON"),
         ("metrics/evaluate.json", '{"accuracy": 0.9}', "cannot write the report from"),
         ("metrics/train/metrics.json", '{"kept_epoch": 99}', "kept_epoch 99 is not an epoch"),
-        ("plots/predictions.csv", "index,actual,predicted\n0,Sock,Bag\n", "predictions for"),
+        (
+            "plots/predictions.csv",
+            "index,actual,predicted,probability\n0,Bag,Bag,0.9\n",
+            "predictions for",
+        ),
     ],
 )
 def test_a_damaged_input_fails_the_report_before_any_figure_is_written(

@@ -12,8 +12,14 @@ import pytest
 from fmnist import CLASS_NAMES
 from fmnist.errors import DataError
 from fmnist.params import Params, load_params
-from fmnist.plots import plot_confusion, plot_curves, plot_image_grid, save_figure
-from fmnist.report import HISTORY_SERIES, describe_model, read_history, render_report
+from fmnist.plots import error_shares, plot_confusion, plot_curves, plot_image_grid, save_figure
+from fmnist.report import (
+    HISTORY_SERIES,
+    describe_model,
+    read_history,
+    read_predictions,
+    render_report,
+)
 
 REPOSITORY_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -219,3 +225,30 @@ def test_describe_model_names_the_cnn_and_every_option_in_use() -> None:
         "adamw at learning rate 0.001 with cosine decay"
     )
     assert sentence.endswith("early stopping after 5 epochs without improvement.")
+
+
+def test_errors_are_shares_of_the_true_class_and_the_diagonal_is_set_apart() -> None:
+    matrix = np.array([[90, 10, 0], [30, 60, 10], [0, 0, 0]])
+
+    shares = error_shares(matrix)
+
+    assert np.isnan(np.diag(shares)).all()
+    assert shares[0, 1] == pytest.approx(0.1)
+    assert shares[1, 0] == pytest.approx(0.3)
+    assert shares[2, 0] == 0  # a class with no images has no errors
+
+
+def test_predictions_give_labels_and_the_probability_of_each_answer(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text("index,actual,predicted,probability\n0,Coat,Pullover,0.97\n1,Bag,Bag,0.5\n")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("index,actual,predicted,probability\n0,Coat,Pullover,1.5\n")
+
+    actual, predicted, probability = read_predictions(path, 2)
+
+    assert actual.tolist() == [4, 8] and predicted.tolist() == [2, 8]
+    assert probability.tolist() == [0.97, 0.5]
+    with pytest.raises(DataError, match="a probability is not a number from 0 to 1"):
+        read_predictions(wrong, 1)
+    with pytest.raises(DataError, match="3 test images"):
+        read_predictions(path, 3)
