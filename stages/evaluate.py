@@ -12,8 +12,7 @@ from fmnist.cli import run_stage
 from fmnist.data import load_split
 from fmnist.evaluation import class_scores, classification_metrics, confused_pairs, confusion
 from fmnist.files import write_json, write_text
-from fmnist.model import load_model, predict_probabilities
-from stages import exit_now
+from stages import exit_now, filter_tensorflow_noise
 
 log = logging.getLogger("evaluate")
 
@@ -29,6 +28,11 @@ def main() -> None:
     args = parser.parse_args()
 
     test = load_split(args.data)
+
+    # TensorFlow takes seconds to import: only after the test split has been checked.
+    filter_tensorflow_noise()
+    from fmnist.model import load_model, predict_probabilities
+
     probabilities = predict_probabilities(load_model(args.model), test.images)
     metrics = classification_metrics(test.labels, probabilities)
     predicted = probabilities.argmax(1)

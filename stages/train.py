@@ -13,7 +13,7 @@ from fmnist.data import load_split
 from fmnist.evaluation import DIGITS
 from fmnist.files import refuse_links_out
 from fmnist.params import load_params
-from stages import exit_now
+from stages import exit_now, filter_tensorflow_noise
 
 log = logging.getLogger("train")
 
@@ -31,6 +31,7 @@ def main() -> None:
 
     # TensorFlow takes seconds to import: only after the params and data have been checked,
     # so that a bad value fails at once.
+    filter_tensorflow_noise()
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
