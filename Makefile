@@ -35,14 +35,14 @@ data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch down
 	fi
 
 repro: setup data  ## Set everything up and run the pipeline (dvc repro; fails if the cache is full)
-	python -m fmnist.repro
+	python -m tools.repro
 
 exp: setup data  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
-	python -m fmnist.study exp $(NAME)
+	python -m tools.study exp $(NAME)
 
 study: setup data  ## Run every experiment of experiments.yaml in DVC's queue, then update docs/study.md's table
-	python -m fmnist.study run
-	python -m fmnist.study table --readme docs/study.md
+	python -m tools.study run
+	python -m tools.study table --readme docs/study.md
 
 test: setup data  ## Set everything up and run the tests
 	python -m pytest
@@ -65,21 +65,21 @@ TOLERANCE ?= 0.01
 
 push: setup  ## Send the results and the run-cache, with the outputs it records, to the DVC remote
 	dvc push --run-cache
-	python -m fmnist.run_cache
+	python -m tools.run_cache
 
 check-lock: setup  ## Fail if dvc.lock is stale for params.yaml, dvc.yaml or the code (no data needed)
-	python -m fmnist.staleness
+	python -m tools.staleness
 
 check-pushed: setup  ## Pull the results from the DVC remote; fail naming any that were never pushed
 	dvc pull --allow-missing
-	python -m fmnist.staleness --pulled
+	python -m tools.staleness --pulled
 
 check-retrain: setup  ## Retrain on the pulled data; fail if a metric moves more than TOLERANCE (0.01)
 	dvc repro --force --downstream train
-	python -m fmnist.retrain --tolerance $(TOLERANCE)
+	python -m tools.retrain --tolerance $(TOLERANCE)
 
 review: setup  ## Write review/report.md: params, metrics and plots against BASE (default main)
-	python -m fmnist.review --base $(BASE) --out review
+	python -m tools.review --base $(BASE) --out review
 
 .PHONY: bench bench-pipeline
 bench: setup data  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~30 min)

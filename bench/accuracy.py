@@ -2,7 +2,7 @@
 
 The reference is ``bench/reference_cnn.py``, the study's CNN as its blog post writes it, on the
 decompressed IDX files. Each named experiment is timed as ``make exp NAME=<name>`` runs it:
-``dvc exp run -n NAME -S ...`` (``fmnist.study.run_command``) in a copy of the pipeline whose
+``dvc exp run -n NAME -S ...`` (``tools.study.run_command``) in a copy of the pipeline whose
 data stages (fetch, preprocess, split: the same for every experiment) already ran, so its time
 is train, evaluate and report through DVC. One run each, in one process tree at a time.
 
@@ -27,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import command_environment, run_measured
+from bench.measure import run_measured
 from bench.run import describe_machine
-from bench.workspace import REPOSITORY_ROOT, dvc_command, make_template, source_checksums
 from fmnist.files import write_json
-from fmnist.study import (
+from tools.study import (
     EXPERIMENTS_FILE,
     TEST_ACCURACY,
     choose_experiments,
@@ -39,6 +38,13 @@ from fmnist.study import (
     load_experiments,
     metric_value,
     run_command,
+)
+from tools.workspace import (
+    REPOSITORY_ROOT,
+    command_environment,
+    dvc_command,
+    make_template,
+    source_checksums,
 )
 
 log = logging.getLogger("bench")

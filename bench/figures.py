@@ -35,7 +35,11 @@ from bench.measure import (
     median,
     run_measured,
 )
-from bench.workspace import (
+from fmnist.data import save_split
+from fmnist.errors import FetchError
+from fmnist.fetch import fetch_dataset, read_checksums, retry_wait, source_time_limit
+from fmnist.params import load_params
+from tools.workspace import (
     REPOSITORY_ROOT,
     STAGES,
     copy_workspace,
@@ -44,10 +48,6 @@ from bench.workspace import (
     stage_command,
     stages_run,
 )
-from fmnist.data import save_split
-from fmnist.errors import FetchError
-from fmnist.fetch import fetch_dataset, read_checksums, retry_wait, source_time_limit
-from fmnist.params import load_params
 
 log = logging.getLogger("bench")
 

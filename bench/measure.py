@@ -33,20 +33,6 @@ class Run:
     output: str
 
 
-def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment with the virtual environment's ``python`` and ``dvc`` first on PATH.
-
-    DVC stages run ``python -m stages.<name>``, so the interpreter that runs the benchmark must
-    be the one they find.
-    """
-    environment = dict(os.environ)
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
-    environment.pop("PYTHONPATH", None)
-    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    environment.update(extra or {})
-    return environment
-
-
 def run_measured(
     command: Sequence[str], cwd: Path, environment: Mapping[str, str] | None = None
 ) -> Run:
@@ -58,6 +44,10 @@ def run_measured(
     peak the peak of the process that started it, so a command started straight from this
     process would report at least this process's own peak; the launcher's is about 10 MB.
     """
+    # Imported here: this file also runs as a script (the launcher), where tools/ is not on
+    # the import path.
+    from tools.workspace import command_environment
+
     with (
         tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as output,
         tempfile.TemporaryDirectory(prefix="bench-run-") as directory,

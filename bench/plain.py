@@ -14,11 +14,11 @@ import json
 import logging
 from pathlib import Path
 
-from bench.workspace import source_splits
 from fmnist.evaluation import classification_metrics
 from fmnist.model import predict_probabilities, seed_everything, train_model
 from fmnist.params import load_params
 from stages import exit_now
+from tools.workspace import source_splits
 
 
 def main() -> None:

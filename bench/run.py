@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench.figures import Settings, fetch_bounds, run_all
 from bench.summary import summary_lines
-from bench.workspace import REPOSITORY_ROOT, cache_type, make_template, source_checksums
 from fmnist.files import write_json
+from tools.workspace import REPOSITORY_ROOT, cache_type, make_template, source_checksums
 
 log = logging.getLogger("bench")
 

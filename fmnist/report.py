@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,21 @@ def read_kept_epoch(path: str | os.PathLike[str], epochs: int) -> int:
     return epoch
 
 
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], right: Collection[int] = ()
+) -> list[str]:
+    """The lines of a GitHub markdown table; the columns numbered in ``right`` right-aligned.
+
+    The one table writer of the report, the review and the study table.
+    """
+
+    def line(cells: Sequence[str]) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+    rule = "|" + "|".join("---:" if column in right else "---" for column in range(len(header)))
+    return [line(header), rule + "|", *(line(row) for row in rows)]
+
+
 def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
@@ -146,37 +162,56 @@ def render_report(
         f"{describe_model(params)} Split `{params.split.method}`: {sizes} images; "
         f"seed {params.seed}.",
         "",
-        "| | accuracy | loss |",
-        "|---|---:|---:|",
-        f"| test | **{_percent(test_metrics['accuracy'])}** | {test_metrics['loss']:.4f} |",
-        f"| validation (epoch {epoch}) | {_percent(kept['val_accuracy'])} "
-        f"| {kept['val_loss']:.4f} |",
-        f"| train (epoch {epoch}) | {_percent(kept['train_accuracy'])} "
-        f"| {kept['train_loss']:.4f} |",
+        *markdown_table(
+            ["", "accuracy", "loss"],
+            [
+                [
+                    "test",
+                    f"**{_percent(test_metrics['accuracy'])}**",
+                    f"{test_metrics['loss']:.4f}",
+                ],
+                [
+                    f"validation (epoch {epoch})",
+                    _percent(kept["val_accuracy"]),
+                    f"{kept['val_loss']:.4f}",
+                ],
+                [
+                    f"train (epoch {epoch})",
+                    _percent(kept["train_accuracy"]),
+                    f"{kept['train_loss']:.4f}",
+                ],
+            ],
+            right=(1, 2),
+        ),
         "",
         "Macro average on the test set: precision {precision:.4f}, recall {recall:.4f}, "
         "F1 {f1:.4f}.".format(**test_metrics),
         "",
         "## Per class (test set)",
         "",
-        "| class | precision | recall | F1 | images |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for values in class_scores:
-        lines.append(
-            f"| {values['class']} | {values['precision']:.4f} | {values['recall']:.4f} "
-            f"| {values['f1']:.4f} | {split_counts['test'][values['class']]:,} |"
-        )
-    lines += [
+        *markdown_table(
+            ["class", "precision", "recall", "F1", "images"],
+            [
+                [
+                    values["class"],
+                    *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")),
+                    f"{split_counts['test'][values['class']]:,}",
+                ]
+                for values in class_scores
+            ],
+            right=(1, 2, 3, 4),
+        ),
         "",
         "## Most confused classes",
         "",
-        "| true | predicted as | images |",
-        "|---|---|---:|",
-    ]
-    lines += [
-        f"| {pair['actual']} | {pair['predicted']} | {pair['count']} |"
-        for pair in confused_pairs[:5]
+        *markdown_table(
+            ["true", "predicted as", "images"],
+            [
+                [pair["actual"], pair["predicted"], str(pair["count"])]
+                for pair in confused_pairs[:5]
+            ],
+            right=(2,),
+        ),
     ]
     lines += [
         "",

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.workspace import REPOSITORY_ROOT
 from fmnist import IMAGE_SHAPE, NUM_CLASSES, RAW_FILES
 from fmnist.idx import encode_idx
 from fmnist.params import TrainParams, load_params
 from tests.helpers import dvc, git, make_pipeline_repository
+from tools.workspace import REPOSITORY_ROOT
 
 
 def make_images(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -70,7 +70,7 @@ def baseline_repository(
 ) -> Path:
     """A pipeline repository on synthetic data with its first `dvc repro` committed on main.
 
-    Shared by the session: tests copy it (bench.workspace.copy_workspace) rather than change it.
+    Shared by the session: tests copy it (tools.workspace.copy_workspace) rather than change it.
     """
     source, sha256 = synthetic_source
     root = make_pipeline_repository(tmp_path_factory.mktemp("baseline"), source, sha256)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from bench.measure import command_environment
-from bench.workspace import dvc_command, make_template
+from tools.workspace import command_environment, dvc_command, make_template
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.workspace import copy_workspace, stages_run
 from tests.helpers import dvc, git
+from tools.workspace import copy_workspace, stages_run
 
 pytestmark = pytest.mark.slow
 

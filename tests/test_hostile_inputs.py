@@ -18,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.measure import command_environment
-from bench.workspace import copy_workspace, stage_command
 from fmnist import RAW_FILES
 from fmnist.errors import PipelineError
 from fmnist.files import write_json
 from fmnist.idx import encode_idx
-from fmnist.repro import failed_transfers
 from tests.conftest import REPOSITORY_ROOT
 from tests.helpers import dvc, run
+from tools.repro import failed_transfers
+from tools.workspace import command_environment, copy_workspace, stage_command
 
 OUTPUT_DIRECTORIES = ("metrics", "plots", "reports", "models", "data")
 
@@ -263,7 +262,7 @@ def test_make_repro_fails_when_the_cache_disk_is_full(repository: Path, small_di
     assert (repository / "data/raw/train-images-idx3-ubyte").stat().st_size > 100 * 1024
 
     plain = dvc("repro", "--force", "fetch", cwd=repository, check=False)
-    guarded = run([sys.executable, "-m", "fmnist.repro", "--force", "fetch"], repository, False)
+    guarded = run([sys.executable, "-m", "tools.repro", "--force", "fetch"], repository, False)
 
     assert plain.returncode == 0 and "failed to transfer" in plain.stderr  # DVC's own exit 0
     assert guarded.returncode == 1

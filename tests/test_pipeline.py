@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.workspace import STAGES, stages_run
 from tests.helpers import declared_outputs, dvc, git, make_pipeline_repository
+from tools.workspace import STAGES, stages_run
 
 pytestmark = pytest.mark.slow
 

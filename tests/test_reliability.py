@@ -28,14 +28,13 @@ import psutil  # installed with dvc
 import pytest
 import yaml
 
-from bench.measure import command_environment
-from bench.workspace import STAGES, copy_workspace, set_params, stages_run
 from fmnist import NUM_CLASSES, RAW_FILES
 from fmnist.data import Split, save_split
 from fmnist.files import PARTIAL_MARKER
 from fmnist.idx import encode_idx
 from tests.conftest import REPOSITORY_ROOT, make_images
 from tests.helpers import dvc, git
+from tools.workspace import STAGES, command_environment, copy_workspace, set_params, stages_run
 
 # Everything a run writes outside data/: compared byte for byte before and after a failure.
 RESULTS = ("models", "metrics", "plots", "reports")

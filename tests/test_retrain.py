@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.workspace import copy_workspace
-from fmnist.retrain import out_of_tolerance
 from tests.helpers import run
+from tools.retrain import out_of_tolerance
+from tools.workspace import copy_workspace
 
 
 def diff(**metrics: tuple[object, object]) -> dict:
@@ -49,7 +49,7 @@ def test_the_command_compares_the_workspace_with_the_commit(
     tmp_path: Path, baseline_repository: Path
 ) -> None:
     repository = copy_workspace(baseline_repository, tmp_path / "repository")
-    command = [sys.executable, "-m", "fmnist.retrain", "--tolerance", "0.01"]
+    command = [sys.executable, "-m", "tools.retrain", "--tolerance", "0.01"]
     unchanged = run(command, repository)
     path = repository / "metrics/evaluate.json"
     metrics = json.loads(path.read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.workspace import copy_workspace, set_params, stages_run
-from fmnist.review import (
+from tests.helpers import dvc, git, run
+from tools.review import (
     CLASS_METRICS,
     CLASSES_FILE,
     CONFUSED_PAIRS_FILE,
@@ -23,7 +23,7 @@ from fmnist.review import (
     plot_sections,
     slug,
 )
-from tests.helpers import dvc, git, run
+from tools.workspace import copy_workspace, set_params, stages_run
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}
@@ -175,7 +175,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, baseline_repository: Pa
 @pytest.fixture(scope="module")
 def report(experiment: Path) -> str:
     """The review of the workspace (the branch as committed) against main."""
-    run([sys.executable, "-m", "fmnist.review", "--base", "main"], experiment)
+    run([sys.executable, "-m", "tools.review", "--base", "main"], experiment)
     assert "review/" in (experiment / ".gitignore").read_text()
     return (experiment / "review" / "report.md").read_text()
 
@@ -242,7 +242,7 @@ def test_review_draws_every_declared_plot(experiment: Path, report: str, tmp_pat
 def test_review_of_a_revision_against_itself_shows_no_change(
     experiment: Path, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "fmnist.review", "--base", "main", "--revision", "main"]
+    command = [sys.executable, "-m", "tools.review", "--base", "main", "--revision", "main"]
     run([*command, "--out", str(tmp_path / "same"), "--format", "svg"], experiment)
     report = (tmp_path / "same" / "report.md").read_text()
     assert report.startswith("## Experiment review: main against main")
@@ -261,7 +261,7 @@ def test_review_of_a_missing_plot_fails_with_one_line(experiment: Path, report: 
     (experiment / "plots/samples.png").unlink()
     try:
         result = run(
-            [sys.executable, "-m", "fmnist.review", "--out", "other"], experiment, check=False
+            [sys.executable, "-m", "tools.review", "--out", "other"], experiment, check=False
         )
     finally:
         git("checkout", "plots/samples.png", cwd=experiment)
@@ -276,7 +276,7 @@ def test_review_of_a_missing_plot_fails_with_one_line(experiment: Path, report: 
 @pytest.mark.slow
 def test_review_of_an_unknown_base_fails_clearly(experiment: Path) -> None:
     result = run(
-        [sys.executable, "-m", "fmnist.review", "--base", "no-such-branch"], experiment, check=False
+        [sys.executable, "-m", "tools.review", "--base", "no-such-branch"], experiment, check=False
     )
     assert result.returncode == 1
     assert "unknown Git revision 'no-such-branch'" in result.stderr

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.workspace import stages_run
 from tests.conftest import REPOSITORY_ROOT
 from tests.helpers import dvc, git, run
+from tools.workspace import stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +191,7 @@ def test_results_never_pushed_are_named_with_the_fix(
     run(["git", "clone", "-q", str(origin), str(colleague)], tmp_path)
     dvc("pull", "--allow-missing", cwd=colleague, check=False)
 
-    result = run([sys.executable, "-m", "fmnist.staleness", "--pulled"], colleague, check=False)
+    result = run([sys.executable, "-m", "tools.staleness", "--pulled"], colleague, check=False)
 
     assert result.returncode == 1
     assert "not on the DVC remote: train: models/model.keras" in result.stderr
@@ -221,7 +221,7 @@ def test_two_workers_share_a_sweep_through_origin_and_the_remote(
     dvc("push", cwd=author)
     sweep = "train.epochs=1 train.hidden_units=[8],[16]"
     names = json.loads(
-        run([sys.executable, "-m", "fmnist.study", "plan", "--sweep", sweep], author).stdout
+        run([sys.executable, "-m", "tools.study", "plan", "--sweep", sweep], author).stdout
     )
     assert names == ["sweep-1", "sweep-2"]
 
@@ -230,7 +230,7 @@ def test_two_workers_share_a_sweep_through_origin_and_the_remote(
         worker = tmp_path / f"worker-{name}"
         run(["git", "clone", "-q", str(origin), str(worker)], tmp_path)
         dvc("pull", cwd=worker)
-        exp = [sys.executable, "-m", "fmnist.study", "exp", name, "--sweep", sweep]
+        exp = [sys.executable, "-m", "tools.study", "exp", name, "--sweep", sweep]
         assert {"train", "evaluate"} <= stages_run(run(exp, worker).stdout)
         models[name] = (worker / "models/model.keras").read_bytes()
         started = time.perf_counter()

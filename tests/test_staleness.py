@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.workspace import copy_workspace, set_params, stages_run
-from fmnist.staleness import absent_outputs, find_changes
 from tests.helpers import dvc, git, run
+from tools.staleness import absent_outputs, find_changes
+from tools.workspace import copy_workspace, set_params, stages_run
 
 # --- the filter, on `dvc status --json` documents as DVC prints them --------------------------
 
@@ -87,8 +87,8 @@ def test_a_stage_missing_from_dvc_lock_has_never_run() -> None:
 
 
 def check(repository: Path) -> tuple[int, str]:
-    """Run `python -m fmnist.staleness` in ``repository``: its exit status and its output."""
-    result = run([sys.executable, "-m", "fmnist.staleness"], repository, check=False)
+    """Run `python -m tools.staleness` in ``repository``: its exit status and its output."""
+    result = run([sys.executable, "-m", "tools.staleness"], repository, check=False)
     assert "Traceback" not in result.stderr
     return result.returncode, result.stderr
 

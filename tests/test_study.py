@@ -16,11 +16,11 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from bench.measure import command_environment
-from bench.workspace import copy_workspace
 from fmnist.errors import PipelineError
 from fmnist.params import parse_params
-from fmnist.study import (
+from tests.conftest import REPOSITORY_ROOT
+from tests.helpers import dvc, git, run
+from tools.study import (
     TABLE_END,
     TABLE_START,
     Experiment,
@@ -35,8 +35,7 @@ from fmnist.study import (
     sweep_experiments,
     update_readme,
 )
-from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, git, run
+from tools.workspace import command_environment, copy_workspace
 
 
 def apply_sets(document: dict, arguments: list[str]) -> dict:
@@ -136,10 +135,10 @@ def test_a_sweep_that_dvc_cannot_parse_is_one_line_naming_it() -> None:
 
 
 def test_plan_prints_the_names_for_a_matrix(tmp_path: Path) -> None:
-    plan = [sys.executable, "-m", "fmnist.study", "plan"]
+    plan = [sys.executable, "-m", "tools.study", "plan"]
 
     named = run([*plan, "study-relu", "cnn-best"], REPOSITORY_ROOT)
-    no_file = [sys.executable, "-m", "fmnist.study", "--file", str(tmp_path / "none.yaml"), "plan"]
+    no_file = [sys.executable, "-m", "tools.study", "--file", str(tmp_path / "none.yaml"), "plan"]
     swept = run([*no_file, "--sweep", "train.epochs=1,2", "--prefix", "ci-7"], REPOSITORY_ROOT)
     unknown = run([*plan, "study-rleu"], REPOSITORY_ROOT, check=False)
 
@@ -254,7 +253,7 @@ def study_repository(template: Path, target: Path, experiments: dict[str, dict])
 
 
 def study(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "fmnist.study", *arguments], cwd, check)
+    return run([sys.executable, "-m", "tools.study", *arguments], cwd, check)
 
 
 def running_experiment(repository: Path, timeout: float = 180) -> tuple[int, int]:
@@ -382,7 +381,7 @@ def test_runner_stops_when_the_worker_dies(baseline_repository: Path, tmp_path: 
     output = tmp_path / "study.log"
     with output.open("w") as log_file:
         runner = subprocess.Popen(
-            [sys.executable, "-m", "fmnist.study", "run"],
+            [sys.executable, "-m", "tools.study", "run"],
             cwd=repository,
             env=command_environment(),
             stdout=log_file,

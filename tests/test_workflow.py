@@ -27,9 +27,9 @@ EXPECTED_TARGETS = {
     "ci.yml": {"check-lock", "test"},
 }
 EXPECTED_MODULES = {
-    "pull-request.yml": {"fmnist.staleness", "fmnist.review"},
-    "sweep.yml": {"fmnist.study", "fmnist.run_cache"},
-    "ci.yml": {"fmnist.staleness", "pytest"},
+    "pull-request.yml": {"tools.staleness", "tools.review"},
+    "sweep.yml": {"tools.study", "tools.run_cache"},
+    "ci.yml": {"tools.staleness", "pytest"},
 }
 # Commands that train: the review of a pull request runs none of them.
 TRAINING = re.compile(r"\b(dvc repro|dvc exp run|make (repro|exp|study|check-retrain))\b")
@@ -321,7 +321,7 @@ def test_the_sweep_plans_its_matrix() -> None:
     assert plan["permissions"] == {"contents": "read"}
     assert plan["outputs"]["names"] == "${{ steps.plan.outputs.names }}"
     [step] = [step for step in plan["steps"] if step.get("id") == "plan"]
-    assert "-m fmnist.study" in step["run"]
+    assert "-m tools.study" in step["run"]
     assert '--sweep "$SWEEP"' in step["run"]
     assert '>> "$GITHUB_OUTPUT"' in step["run"]
     assert set(step["env"]) == {"EXPERIMENTS", "SWEEP", "PREFIX"}
@@ -340,7 +340,7 @@ def test_each_experiment_is_run_and_pushed() -> None:
             "dataset-fashion-mnist",
             "make setup",
             "dvc pull --allow-missing",
-            'fmnist.study exp "$NAME"',
+            'tools.study exp "$NAME"',
             'dvc exp push --run-cache origin "$NAME"',
         )
     ]

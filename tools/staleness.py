@@ -1,9 +1,9 @@
 """Whether dvc.lock is current: ``dvc status --json``, less the data that is merely absent.
 
-``python -m fmnist.staleness`` (``make check-lock``) needs no data: it prints one line per change
+``python -m tools.staleness`` (``make check-lock``) needs no data: it prints one line per change
 to a stage's params, code, command or committed results that dvc.lock lacks, and exits 1.
 
-``python -m fmnist.staleness --pulled`` (``make check-pushed``, after ``dvc pull --allow-missing``)
+``python -m tools.staleness --pulled`` (``make check-pushed``, after ``dvc pull --allow-missing``)
 also fails for every output that is still absent: the author ran the pipeline but did not push
 that result to the DVC remote.
 """
@@ -11,16 +11,14 @@ that result to the DVC remote.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.params import read_yaml
+from tools.dvc_cli import run_dvc_json
 
 # Why this wrapper exists: `dvc status` counts an output or dependency that is absent (not
 # pulled, not run) as a change, "deleted" or "not in cache", so on a fresh clone every stage
@@ -82,16 +80,7 @@ def absent_outputs(status: dict[str, list[Any]]) -> list[str]:
 
 def dvc_status() -> dict[str, list[Any]]:
     """``dvc status --json`` for the repository around the working directory."""
-    command = [sys.executable, "-m", "dvc", "status", "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[0].removeprefix("ERROR: ") if lines else f"exit {result.returncode}"
-        raise PipelineError(f"dvc status failed: {reason}")
-    try:
-        return json.loads(result.stdout)
-    except json.JSONDecodeError:
-        raise PipelineError(f"dvc status printed no JSON: {result.stdout[:80]!r}") from None
+    return run_dvc_json("status", "--json") or {}
 
 
 def main() -> None:

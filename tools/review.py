@@ -4,7 +4,7 @@ DVC compares params and metrics and overlays plots of two revisions, but it writ
 browser, and it puts no number on a change inside plot data (per-class metrics, confused
 pairs). This module runs DVC's commands and adds only that.
 
-``python -m fmnist.review --base main`` (``make review``) compares the workspace, or
+``python -m tools.review --base main`` (``make review``) compares the workspace, or
 ``--revision REV``, with ``--base REV`` and writes ``review/report.md``, its images in
 ``review/images/``:
 
@@ -23,8 +23,6 @@ import argparse
 import json
 import logging
 import re
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,8 @@ from dvc.exceptions import PathMissingError
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.files import atomic_directory
+from fmnist.report import markdown_table
+from tools import dvc_cli
 
 log = logging.getLogger("review")
 
@@ -56,17 +56,8 @@ class ReviewError(PipelineError):
 
 
 def run_dvc(arguments: Sequence[str], repository: Path) -> str:
-    """What ``dvc <arguments>``, run by this interpreter, prints; its error line if it fails."""
-    shown = " ".join(["dvc", *arguments])
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments], cwd=repository, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        errors = [line.removeprefix("ERROR:").strip() for line in lines if line[:6] == "ERROR:"]
-        reason = (errors or lines[-1:] or [f"exit status {result.returncode}"])[0]
-        raise ReviewError(f"`{shown}` failed: {reason}")
-    return result.stdout
+    """What ``dvc <arguments>`` prints in ``repository``; ReviewError if it fails."""
+    return dvc_cli.run_dvc(*arguments, cwd=repository, error=ReviewError)
 
 
 def diff_table(command: str, revisions: Sequence[str], repository: Path) -> str:
@@ -84,12 +75,6 @@ def read_records(path: str, revision: str | None, repository: Path) -> list[dict
         return json.loads(dvc.api.read(path, repo=str(repository), rev=revision))
     except PathMissingError:
         return None
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A markdown table, every column after the first right-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * (len(header) - 1)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def change_cell(old: float | None, new: float) -> str:
@@ -143,7 +128,12 @@ def plot_data_sections(base: str, revision: str | None, repository: Path) -> lis
             raise ReviewError(f"{path} is missing in {revision or WORKSPACE}")
         old = read_records(path, base, repository)
         note = f" ({path} is not in {base}: new values only)" if old is None else ""
-        lines += [f"### {title}{note}", "", *markdown_table(header, rows(old, new)), ""]
+        lines += [
+            f"### {title}{note}",
+            "",
+            *markdown_table(header, rows(old, new), right=range(1, len(header))),
+            "",
+        ]
     return lines
 
 

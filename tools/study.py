@@ -3,14 +3,14 @@
 ``experiments.yaml`` names each experiment, the params it sets on top of params.yaml, and what
 the study reported for it.
 
-- ``python -m fmnist.study exp NAME`` runs one of them in the workspace, in the foreground
+- ``python -m tools.study exp NAME`` runs one of them in the workspace, in the foreground
   (``dvc exp run -n NAME -S key=value ...``); its params and metrics stay in the workspace.
-- ``python -m fmnist.study run [NAME ...]`` queues them (``dvc exp run --queue -n NAME ...``),
+- ``python -m tools.study run [NAME ...]`` queues them (``dvc exp run --queue -n NAME ...``),
   starts DVC's queue workers (``dvc queue start``) and waits for the tasks, reading their states
   as ``dvc queue status`` does.
-- ``python -m fmnist.study table`` rewrites the results table of docs/study.md from
+- ``python -m tools.study table`` rewrites the results table of docs/study.md from
   ``dvc exp show --json``.
-- ``python -m fmnist.study plan [--sweep EXPR] [NAME ...]`` prints the names of the experiments
+- ``python -m tools.study plan [--sweep EXPR] [NAME ...]`` prints the names of the experiments
   as a JSON array, for a CI matrix that runs each one on its own machine (``exp NAME``) and
   pushes it (``dvc exp push origin NAME``): DVC's queue runs on one machine only. With
   ``--sweep``, one name per combination of DVC's sweep syntax (``train.batch_size=64,128``),
@@ -45,6 +45,8 @@ from dvc.utils.hydra import get_hydra_sweeps
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.files import write_text
+from fmnist.report import markdown_table
+from tools.dvc_cli import run_dvc
 
 log = logging.getLogger("study")
 
@@ -139,24 +141,13 @@ def sweep_experiments(expression: str, prefix: str) -> list[Experiment]:
     return experiments
 
 
-def _dvc(*arguments: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise PipelineError(
-            f"`dvc {shlex.join(arguments)}` failed:\n{(result.stderr or result.stdout).strip()}"
-        )
-    return result
-
-
 def remove_earlier_runs(names: list[str]) -> None:
     """Remove HEAD's experiments named ``names``: ``dvc exp run -n`` refuses a name in use."""
-    taken = {run["name"] for run in _all_runs(_dvc("exp", "show", "--json").stdout)}
+    taken = {run["name"] for run in _all_runs(run_dvc("exp", "show", "--json"))}
     earlier = [name for name in names if name in taken]
     if earlier:
         log.info("removing earlier runs of %s", ", ".join(earlier))
-        _dvc("exp", "remove", *earlier)
+        run_dvc("exp", "remove", *earlier)
 
 
 def run_in_workspace(experiment: Experiment) -> None:
@@ -236,7 +227,7 @@ def run_queued(experiments: list[Experiment], jobs: int) -> None:
     remove_earlier_runs([experiment.name for experiment in experiments])
     for experiment in experiments:
         log.info("queueing %s: %s", experiment.name, experiment.title)
-        _dvc(*run_command(experiment, queue=True)[1:])
+        run_dvc(*run_command(experiment, queue=True)[1:])
     queued_before = {task["rev"] for task in tasks}
     revisions = {
         task["rev"]: _task_name(task)
@@ -319,21 +310,23 @@ def render_table(
     ``make exp`` where ``seconds`` has it (``make bench``'s bench/accuracy.json), the command.
     """
     seconds = seconds or {}
-    lines = [
-        "| experiment | study reported | measured test | measured val | time (2 cores) | command |",
-        "|---|---|---:|---:|---:|---|",
-    ]
+    rows = []
     for experiment in experiments:
         run = results.get(experiment.name)
-        test, validation = (
-            metric_value(run, *TEST_ACCURACY),
-            metric_value(run, *VALIDATION_ACCURACY),
+        test = metric_value(run, *TEST_ACCURACY)
+        validation = metric_value(run, *VALIDATION_ACCURACY)
+        rows.append(
+            [
+                experiment.title,
+                experiment.reported or "not reported",
+                _percent(test),
+                _percent(validation),
+                _duration(seconds.get(experiment.name)),
+                f"`make exp NAME={experiment.name}`",
+            ]
         )
-        reported = experiment.reported or "not reported"
-        lines.append(
-            f"| {experiment.title} | {reported} | {_percent(test)} | {_percent(validation)} "
-            f"| {_duration(seconds.get(experiment.name))} | `make exp NAME={experiment.name}` |"
-        )
+    header = ["experiment", "study reported", "measured test", "measured val"]
+    lines = markdown_table([*header, "time (2 cores)", "command"], rows, right=(2, 3, 4))
     notes = [f"- **{e.title}**: {e.note}" for e in experiments if e.note]
     return "\n".join(lines + (["", *notes] if notes else []))
 
@@ -377,7 +370,7 @@ def main() -> None:
     else:
         experiments = load_experiments(args.file)
     if args.command == "table":
-        results = latest_results(_dvc("exp", "show", "--json", "-A").stdout)
+        results = latest_results(run_dvc("exp", "show", "--json", "-A"))
         rendered = render_table(experiments, results, read_times(args.times))
         if args.readme:
             update_readme(args.readme, rendered)

@@ -1,6 +1,6 @@
 """Push the outputs that DVC's run-cache records, so that another machine can restore them.
 
-``python -m fmnist.run_cache`` (part of ``make push``) after ``dvc push --run-cache``.
+``python -m tools.run_cache`` (part of ``make push``) after ``dvc push --run-cache``.
 
 Why this exists: ``dvc push --run-cache`` sends the run-cache's records (``.dvc/cache/runs``)
 but only the outputs of the revisions it pushes, and never a stage's ``cache: false`` outputs

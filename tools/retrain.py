@@ -1,6 +1,6 @@
 """Whether a retrain reproduces the committed metrics within a tolerance.
 
-``python -m fmnist.retrain --tolerance 0.01`` (``make check-retrain``), after the pipeline ran
+``python -m tools.retrain --tolerance 0.01`` (``make check-retrain``), after the pipeline ran
 again in the workspace, reads ``dvc metrics diff HEAD --json`` and exits 1 naming every metric
 that moved by more than the tolerance. Training is not bit-for-bit reproducible across CPUs, so
 a retrain elsewhere is checked against a stated tolerance, not byte for byte.
@@ -9,15 +9,13 @@ a retrain elsewhere is checked against a stated tolerance, not byte for byte.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import subprocess
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
+from tools.dvc_cli import run_dvc_json
 
 log = logging.getLogger("check-retrain")
 
@@ -49,14 +47,7 @@ def out_of_tolerance(diff: Mapping[str, Mapping[str, Any]], tolerance: float) ->
 
 def metrics_diff(base: str, target: str) -> dict[str, Any]:
     """``dvc metrics diff BASE --all --json`` for ``target``, the workspace against ``base``."""
-    command = [sys.executable, "-m", "dvc", "metrics", "diff", base, "--all", "--json"]
-    result = subprocess.run([*command, "--targets", target], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PipelineError(f"dvc metrics diff failed: {result.stderr.strip()[:200]}")
-    try:
-        return json.loads(result.stdout or "{}")
-    except json.JSONDecodeError:
-        raise PipelineError(f"dvc metrics diff printed no JSON: {result.stdout[:80]!r}") from None
+    return run_dvc_json("metrics", "diff", base, "--all", "--json", "--targets", target) or {}
 
 
 def tolerance_value(text: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import os
 import re
 import shlex
 import shutil
@@ -29,10 +30,25 @@ PIPELINE_FILES = (
     "params.yaml",
     "stages",
     "fmnist",
+    "tools",
     ".gitignore",
     ".dvcignore",
     ".dvc/config",
 )
+
+
+def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment with the virtual environment's ``python`` and ``dvc`` first on PATH.
+
+    DVC stages run ``python -m stages.<name>``, so the interpreter that runs the benchmark or
+    the tests must be the one they find.
+    """
+    environment = dict(os.environ)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    environment.pop("PYTHONPATH", None)
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environment.update(extra or {})
+    return environment
 
 
 def dvc_command(*arguments: str) -> list[str]:
