@@ -18,7 +18,7 @@ import yaml
 
 from fmnist import RAW_FILES
 from fmnist.data import Split, split_data
-from fmnist.fetch import CHECKSUMS_FILE, is_url, read_local_file
+from fmnist.fetch import CHECKSUMS_FILE, find_local_file, is_url, read_local_file
 from fmnist.idx import decompress, read_split
 from fmnist.params import Params
 
@@ -70,19 +70,13 @@ def source_checksums(directory: Path) -> dict[str, str]:
     return checksums
 
 
-def idx_path(directory: Path, name: str) -> Path:
-    """``<name>`` in ``directory`` if it is there, else ``<name>.gz``."""
-    path = directory / name
-    return path if path.is_file() else directory / f"{name}.gz"
-
-
 def source_splits(params: Params) -> dict[str, Split]:
     """The train, validation and test splits that the fetch, preprocess and split stages make
     from the first local directory of ``params.fetch.sources``, made in memory.
     """
     source = Path(next(source for source in params.fetch.sources if not is_url(source)))
     train, test = (
-        Split(*read_split(*(idx_path(source, name) for name in names)))
+        Split(*read_split(*(find_local_file(source, name) for name in names)))
         for names in RAW_FILES.values()
     )
     return split_data(train, test, params.split, params.seed)
