@@ -62,7 +62,8 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
 
 
 def summarize_error(error: BaseException) -> str:
-    """``Type: message`` on one line, the message cut to QUOTE_LIMIT characters."""
+    """``Type: message`` on one line, the message cut to QUOTE_LIMIT characters: how every
+    error quotes an exception it did not raise itself."""
     message = " ".join(str(error).split())
     if len(message) > QUOTE_LIMIT:
         message = f"{message[:QUOTE_LIMIT]}... ({len(message):,} characters)"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fmnist.cli import run_stage
+from fmnist.cli import run_stage, summarize_error
 from fmnist.data import load_split
 from fmnist.errors import PipelineError
 from fmnist.files import refuse_links_out, write_bytes, write_text
@@ -76,8 +76,9 @@ def convert_to_tflite(model: keras.Model) -> bytes:
         with contextlib.redirect_stdout(io.StringIO()):
             return converter.convert()
     except Exception as error:  # the converter raises its own error types, many of them
-        reason = " ".join(str(error).split())[:200]
-        raise PipelineError(f"TensorFlow Lite cannot convert this model: {reason}") from None
+        raise PipelineError(
+            f"TensorFlow Lite cannot convert this model: {summarize_error(error)}"
+        ) from None
 
 
 def tflite_probabilities(content: bytes, images: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from fmnist.cli import summarize_error
 from fmnist.data import Split
 from fmnist.errors import DataError, TrainingError
 from fmnist.files import atomic_path
@@ -314,8 +315,7 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run the train stage: dvc repro train)") from None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        raise DataError(f"{path}: not a Keras model archive ({reason})") from None
+        raise DataError(f"{path}: not a Keras model archive ({summarize_error(error)})") from None
     names = metadata.get("class_names") if isinstance(metadata, dict) else None
     if not (
         isinstance(names, list)
@@ -336,8 +336,7 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # a damaged archive fails in zipfile, h5py, json or Keras itself
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        raise DataError(f"{path}: not a loadable Keras model ({reason})") from None
+        raise DataError(f"{path}: not a loadable Keras model ({summarize_error(error)})") from None
     if tuple(model.input_shape[1:]) != IMAGE_SHAPE or model.output_shape[-1] != NUM_CLASSES:
         raise DataError(
             f"{path}: takes {model.input_shape[1:]} and gives {model.output_shape[-1]} scores; "

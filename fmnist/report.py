@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fmnist import CLASS_NAMES
+from fmnist.cli import summarize_error
 from fmnist.errors import DataError
 from fmnist.files import read_json
 from fmnist.params import Params
@@ -252,5 +253,4 @@ def render_checked(
         return render_report(params, history, kept_epoch, *inputs.values(), figures)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         names = ", ".join(str(path) for path in inputs)
-        reason = f"{type(error).__name__}: {error}"[:200]
-        raise DataError(f"cannot write the report from {names}: {reason}") from None
+        raise DataError(f"cannot write the report from {names}: {summarize_error(error)}") from None
