@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from bench.measure import run_measured
 from bench.run import describe_machine
 from fmnist.files import write_json
+from tools.dvc_cli import run_dvc
 from tools.study import (
     EXPERIMENTS_FILE,
     TEST_ACCURACY,
@@ -41,7 +41,6 @@ from tools.study import (
 )
 from tools.workspace import (
     REPOSITORY_ROOT,
-    command_environment,
     dvc_command,
     make_template,
     source_checksums,
@@ -81,14 +80,7 @@ def experiment_seconds(workspace: Path, names: list[str], epochs: int | None) ->
 
 def accuracies(workspace: Path) -> dict[str, float]:
     """Each experiment's test accuracy, from ``dvc exp show --json``."""
-    shown = subprocess.run(
-        dvc_command("exp", "show", "--json"),
-        cwd=workspace,
-        env=command_environment(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = run_dvc("exp", "show", "--json", cwd=workspace)
     return {name: metric_value(run, *TEST_ACCURACY) for name, run in latest_results(shown).items()}
 
 
