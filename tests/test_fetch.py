@@ -38,9 +38,9 @@ from fmnist.fetch import (
     source_time_limit,
 )
 from fmnist.idx import encode_idx
+from tests.conftest import debian_data
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-DEBIAN_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
 QUICK = {"timeout": 0.5, "attempts": 2, "backoff": 0.01}
 
 
@@ -730,11 +730,7 @@ def test_stage_reports_every_source_without_a_traceback(tmp_path: Path) -> None:
 
 
 def test_real_files_from_debian_package_are_verified(tmp_path: Path) -> None:
-    if not DEBIAN_DIRECTORY.is_dir():
-        message = f"{DEBIAN_DIRECTORY} is missing: sudo apt-get install dataset-fashion-mnist"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    debian = debian_data()
 
     # The published checksums of the decompressed files, as the checksum file must carry them.
     published = {
@@ -746,9 +742,9 @@ def test_real_files_from_debian_package_are_verified(tmp_path: Path) -> None:
     sha256 = read_checksums()
     assert sha256 == published
 
-    used = fetch_dataset([str(DEBIAN_DIRECTORY)], tmp_path, sha256, timeout=1, attempts=1)
+    used = fetch_dataset([str(debian)], tmp_path, sha256, timeout=1, attempts=1)
 
-    assert used == str(DEBIAN_DIRECTORY)
+    assert used == str(debian)
     sizes = {path.name: path.stat().st_size for path in tmp_path.iterdir()}
     assert sizes == {
         "train-images-idx3-ubyte": 47_040_016,

@@ -8,7 +8,6 @@ short training on the real data (skipped where Debian's dataset-fashion-mnist is
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,9 +24,8 @@ from fmnist.errors import DataError
 from fmnist.export import compare_predictions
 from fmnist.idx import read_split
 from fmnist.predict import describe, format_result, read_picture, to_fashion_mnist, top_classes
-from tests.conftest import REPOSITORY_ROOT, make_train_params
+from tests.conftest import REPOSITORY_ROOT, debian_data, make_train_params
 
-DEBIAN_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
 # Real test images made into photos; 300 keep the run short yet the accuracy within 3 points.
 PHOTO_COUNT = 300
 
@@ -323,15 +321,11 @@ def make_photo(image: np.ndarray, generator: np.random.Generator) -> Image.Image
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Split]:
     """A dense network trained briefly on 20,000 real training images, and the real test set."""
-    if not DEBIAN_DIRECTORY.is_dir():
-        message = f"{DEBIAN_DIRECTORY} is missing: apt-get install dataset-fashion-mnist"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    debian = debian_data()
     from fmnist.model import save_model, seed_everything, train_model
 
     train, test = (
-        Split(*read_split(DEBIAN_DIRECTORY / f"{images}.gz", DEBIAN_DIRECTORY / f"{labels}.gz"))
+        Split(*read_split(debian / f"{images}.gz", debian / f"{labels}.gz"))
         for images, labels in RAW_FILES.values()
     )
     params = make_train_params(model="dense", hidden_units=[128], dropout=0.0, epochs=3)

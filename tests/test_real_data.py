@@ -6,9 +6,6 @@ the real data was never checked.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,23 +14,17 @@ from fmnist.data import Split, split_data
 from fmnist.fetch import fetch_dataset, read_checksums
 from fmnist.idx import read_split
 from fmnist.params import load_params
-from tests.conftest import REPOSITORY_ROOT, make_train_params
-
-DEBIAN_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
+from tests.conftest import REPOSITORY_ROOT, debian_data, make_train_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def real_splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Split]:
-    if not DEBIAN_DIRECTORY.is_dir():
-        message = f"{DEBIAN_DIRECTORY} is missing: apt-get install dataset-fashion-mnist"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    debian = debian_data()
     params = load_params(REPOSITORY_ROOT / "params.yaml")
     raw = tmp_path_factory.mktemp("raw")
-    fetch_dataset([str(DEBIAN_DIRECTORY)], raw, read_checksums(), timeout=1, attempts=1)
+    fetch_dataset([str(debian)], raw, read_checksums(), timeout=1, attempts=1)
     train, test = (
         Split(*read_split(raw / images, raw / labels)) for images, labels in RAW_FILES.values()
     )

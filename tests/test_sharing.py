@@ -142,6 +142,15 @@ def checkout_outputs(source: Path, author: Path) -> None:
     dvc("checkout", cwd=author)
 
 
+@pytest.fixture
+def pushed_origin(baseline_repository: Path, shared_origin: tuple[Path, Path]) -> tuple[Path, Path]:
+    """``shared_origin`` whose author has the baseline's outputs and pushed them to the remote."""
+    origin, author = shared_origin
+    checkout_outputs(baseline_repository, author)
+    dvc("push", cwd=author)
+    return origin, author
+
+
 def output_files(root: Path) -> dict[str, bytes]:
     """Every file of the DVC-cached outputs under ``root``, by relative path."""
     return {
@@ -214,11 +223,9 @@ def experiment_metrics(show_json: str) -> dict[str, dict]:
 
 
 def test_two_workers_share_a_sweep_through_origin_and_the_remote(
-    tmp_path: Path, baseline_repository: Path, shared_origin: tuple[Path, Path]
+    tmp_path: Path, pushed_origin: tuple[Path, Path]
 ) -> None:
-    origin, author = shared_origin
-    checkout_outputs(baseline_repository, author)
-    dvc("push", cwd=author)
+    origin, author = pushed_origin
     sweep = "train.epochs=1 train.hidden_units=[8],[16]"
     names = json.loads(
         run([sys.executable, "-m", "tools.study", "plan", "--sweep", sweep], author).stdout
@@ -253,11 +260,9 @@ def test_two_workers_share_a_sweep_through_origin_and_the_remote(
 
 
 def test_the_model_artifact_downloads_through_the_remote(
-    tmp_path: Path, baseline_repository: Path, shared_origin: tuple[Path, Path]
+    tmp_path: Path, pushed_origin: tuple[Path, Path]
 ) -> None:
-    origin, author = shared_origin
-    checkout_outputs(baseline_repository, author)
-    dvc("push", cwd=author)
+    origin, author = pushed_origin
     downloads = tmp_path / "downloads"
     downloads.mkdir()
 
