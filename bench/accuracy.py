@@ -29,7 +29,7 @@ from pathlib import Path
 from bench.measure import run_measured
 from bench.run import describe_machine
 from fmnist.files import write_json
-from tools.dvc_cli import run_dvc
+from tools.dvc_cli import dvc_command, run_dvc, set_arguments
 from tools.study import (
     EXPERIMENTS_FILE,
     TEST_ACCURACY,
@@ -39,12 +39,7 @@ from tools.study import (
     metric_value,
     run_command,
 )
-from tools.workspace import (
-    REPOSITORY_ROOT,
-    dvc_command,
-    make_template,
-    source_checksums,
-)
+from tools.workspace import REPOSITORY_ROOT, make_template, source_checksums
 
 log = logging.getLogger("bench")
 
@@ -70,9 +65,9 @@ def experiment_seconds(workspace: Path, names: list[str], epochs: int | None) ->
     for experiment in experiments:
         command = run_command(experiment)
         if epochs:  # a check of the benchmark itself: no warm-up fits in one epoch
-            command += ["-S", f"train.epochs={epochs}", "-S", "train.warmup_epochs=0"]
+            command += set_arguments({"train.epochs": epochs, "train.warmup_epochs": 0})
         log.info("running %s", experiment.name)
-        run = run_measured([sys.executable, "-m", *command], workspace)
+        run = run_measured(dvc_command(*command[1:]), workspace)
         seconds[experiment.name] = round(run.seconds, 1)
         log.info("%s: %.1f s", experiment.name, run.seconds)
     return seconds
@@ -177,7 +172,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fmnist-accuracy-") as scratch:
         workspace = make_template(Path(scratch) / "workspace", changes, checksums)
         shutil.copy2(REPOSITORY_ROOT / EXPERIMENTS_FILE, workspace / EXPERIMENTS_FILE)
-        run_measured([*dvc_command("repro", "split")], workspace)  # the shared data, untimed
+        run_measured(dvc_command("repro", "split"), workspace)  # the shared data, untimed
         reference_run = reference(workspace / "data" / "raw", epochs)
         log.info("reference: %.1f s", reference_run["seconds"])
         seconds = experiment_seconds(workspace, names, epochs)

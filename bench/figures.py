@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.measure import (
     MEGABYTE,
     BenchmarkError,
@@ -39,11 +37,11 @@ from fmnist.data import save_split
 from fmnist.errors import FetchError
 from fmnist.fetch import fetch_dataset, read_checksums, retry_wait, source_time_limit
 from fmnist.params import load_params
+from tools.dvc_cli import dvc_command
 from tools.workspace import (
     REPOSITORY_ROOT,
     STAGES,
     copy_workspace,
-    dvc_command,
     source_splits,
     stage_command,
     stages_run,
@@ -173,8 +171,7 @@ def param_change(workspace: Path, settings: Settings) -> tuple[dict, dict[str, l
 
     Returns the figure and the runs of each stage alone (for the memory figure).
     """
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
-    base_rate = float(params["train"]["learning_rate"])
+    base_rate = load_params(workspace / "params.yaml").train.learning_rate
     experiment_seconds, alone_seconds, rates = [], [], []
     ran: set[str] = set()
     alone_runs: dict[str, list[Run]] = {stage: [] for stage in TRAINING_STAGES}
@@ -305,9 +302,9 @@ def _training_worker(splits: Path, settings: Settings, *arguments: str) -> dict:
 
 
 def training_throughput(splits: Path, settings: Settings) -> dict:
-    """The train stage's samples per second against a plain `model.fit` with Keras's defaults."""
-    params = yaml.safe_load((splits / "params.yaml").read_text())
-    default_batch = int(params["train"]["batch_size"])
+    """The train stage's samples per second against its loop at Keras's default of one batch per
+    call into TensorFlow (bench.training.fit_plain)."""
+    default_batch = load_params(splits / "params.yaml").train.batch_size
     batch_sizes = [str(size) for size in dict.fromkeys((32, default_batch))]
     figures = _training_worker(
         splits,
@@ -321,7 +318,8 @@ def training_throughput(splits: Path, settings: Settings) -> dict:
         str(settings.repeats),
     )
     return {
-        "what": "samples/s of the train stage's training loop / plain model.fit, per batch size; "
+        "what": "samples/s of the train stage's training loop / the same loop at one batch per "
+        "call (Keras's default steps_per_execution), per batch size; "
         "and / the matrix products alone at the default batch size",
         "goal": {"32": 2.0, str(default_batch): 1.0},
         **figures,

@@ -1,9 +1,10 @@
 """Training speed inside one process, on the train and validation splits and the params in
 ``--data`` (written by bench.figures.prepare_splits: the same as the split stage's).
 
-``throughput``: the train stage's training loop (fmnist.model.train_model) against a plain
-``model.fit`` of the same model with Keras's defaults, at each batch size, and against the
-matrix multiplications alone (``tf.linalg.matmul`` of the same shapes) at the last one.
+``throughput``: the train stage's training loop (fmnist.model.train_model) against the same
+loop at Keras's default of one batch per call into TensorFlow (``steps_per_execution=1``), at
+each batch size, and against the matrix multiplications alone (``tf.linalg.matmul`` of the same
+shapes) at the last one.
 ``scaling``: the training loop on the training set repeated ``--factor`` times, one factor per
 process so that its peak memory is its own.
 
@@ -28,7 +29,7 @@ import tensorflow as tf
 
 from bench.measure import compare, in_alternating_order, median
 from fmnist.data import Split, load_split
-from fmnist.model import build_model, compile_model, one_hot, seed_everything, train_model
+from fmnist.model import build_model, seed_everything, train_model
 from fmnist.params import TrainParams, load_params
 
 log = logging.getLogger("bench.training")
@@ -62,22 +63,11 @@ def fit_stage(params: TrainParams, train: Split, val: Split) -> list[float]:
 
 
 def fit_plain(params: TrainParams, train: Split, val: Split) -> list[float]:
-    """Epoch times of the same model, loss and optimiser at Keras's default of one batch per
-    call into TensorFlow.
+    """Epoch times of the train stage's training loop at Keras's default of one batch per call
+    into TensorFlow, its only difference from ``fit_stage``.
     """
-    model = build_model(params)
-    compile_model(model, params, steps_per_execution=1)
     timer = EpochTimer()
-    model.fit(
-        train.images,
-        one_hot(train.labels),
-        validation_data=(val.images, one_hot(val.labels)),
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        shuffle=True,
-        callbacks=[timer],
-        verbose=0,
-    )
+    train_model(params, train, val, [timer], steps_per_execution=1)
     return timer.seconds
 
 
@@ -145,8 +135,8 @@ def matmul_epoch(
 def measure_throughput(
     params: TrainParams, train: Split, val: Split, batch_sizes: list[int], repeats: int, seed: int
 ) -> dict:
-    """Samples per second of the stage's loop and of a plain fit, side by side per batch size;
-    at the last batch size also of the matrix products alone, in the same repeats.
+    """Samples per second of the stage's loop and of the plain one (``fit_plain``), side by side
+    per batch size; at the last batch size also of the matrix products alone, in the same repeats.
     """
     figures: dict[str, dict] = {}
     for batch_size in batch_sizes:

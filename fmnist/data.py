@@ -14,7 +14,6 @@ from fmnist.errors import DataError
 from fmnist.files import write_arrays
 from fmnist.params import SplitParams
 
-SPLIT_NAMES = ("train", "val", "test")
 # Pixels counted per bincount call: bounds its int64 working copy to 8 MB, whatever the split size.
 HISTOGRAM_CHUNK = 1 << 20
 

@@ -205,14 +205,17 @@ def train_model(
     train: Split,
     val: Split,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    *,
+    steps_per_execution: int | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build, compile and fit a model; return it with its per-epoch history.
 
-    Raises TrainingError if the loss stops being finite, so a diverged model is never saved.
+    ``steps_per_execution`` is compile_model's (STEPS_PER_EXECUTION unless given). Raises
+    TrainingError if the loss stops being finite, so a diverged model is never saved.
     """
     model = build_model(params)
     steps_per_epoch = -(-len(train.labels) // params.batch_size)
-    compile_model(model, params, steps_per_epoch)
+    compile_model(model, params, steps_per_epoch, steps_per_execution)
     log.info(
         "training a %s network of %s parameters on %s images, validating on %s, "
         "%d epochs of batch %d, %s at learning rate %r",

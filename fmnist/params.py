@@ -31,7 +31,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
 from fmnist import IMAGE_SHAPE, NUM_CLASSES
-from fmnist.errors import ParamsError
+from fmnist.cli import summarize_error
+from fmnist.errors import ParamsError, PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -326,27 +327,31 @@ class Params(Section):
     report: ReportParams
 
 
-def _allowed(model: type[BaseModel], location: tuple[str | int, ...]) -> str:
-    """Describe what the field at ``location`` accepts, from the schema itself."""
-    for key in location[:-1]:
-        if isinstance(key, int):
-            continue
-        annotation = model.model_fields[key].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-    return ", ".join(model.model_fields)
-
-
-def _literal_values(model: type[BaseModel], location: tuple[str | int, ...]) -> tuple[str, ...]:
+def _schema_at(
+    model: type[BaseModel], location: tuple[str | int, ...]
+) -> tuple[type[BaseModel], object]:
+    """Walk the schema from ``model`` along ``location`` (list indexes are skipped): the
+    innermost section reached, and the annotation of the field where the walk left the sections
+    (None if it never did).
+    """
     for key in location:
         if isinstance(key, int):
             continue
         annotation = model.model_fields[key].annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            return typing.get_args(annotation)
-    return ()
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return model, annotation
+        model = annotation
+    return model, None
+
+
+def _allowed(model: type[BaseModel], location: tuple[str | int, ...]) -> str:
+    """Describe what the field at ``location`` accepts, from the schema itself."""
+    section, _ = _schema_at(model, location[:-1])
+    return ", ".join(section.model_fields)
+
+
+def _literal_values(model: type[BaseModel], location: tuple[str | int, ...]) -> tuple[str, ...]:
+    return typing.get_args(_schema_at(model, location)[1])
 
 
 def _repr_pieces(value: object) -> Iterator[str]:
@@ -430,11 +435,37 @@ def parse_params(data: object, source: str = str(PARAMS_FILE)) -> Params:
 
 
 def read_yaml(text: str) -> object:
-    """Parse a params document exactly as DVC does (ruamel.yaml, YAML 1.2), so that every value
-    a stage uses is the value that dvc.lock, `dvc params diff` and `dvc exp show` record:
-    ``1e-3`` is 0.001, ``010`` is 10, ``yes`` and ``1:30`` are strings.
+    """Parse a YAML document exactly as DVC parses params and its own files (ruamel.yaml,
+    YAML 1.2), so that every value a stage uses is the value that dvc.lock, `dvc params diff`
+    and `dvc exp show` record: ``1e-3`` is 0.001, ``010`` is 10, ``yes`` and ``1:30`` are
+    strings.
     """
     return YAML(typ="safe").load(text)
+
+
+def _file_error(
+    path: str | os.PathLike[str], reason: Exception, error: type[PipelineError]
+) -> PipelineError:
+    """``error`` saying, in one line, why the YAML file ``path`` could not be read or parsed."""
+    mark = getattr(reason, "problem_mark", None)
+    if isinstance(reason, YAMLError) and mark is not None and getattr(reason, "problem", None):
+        # ruamel's own text spans several lines and quotes the document; the place is enough.
+        return error(f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {reason.problem}")
+    if isinstance(reason, YAMLError):
+        return error(f"{path}: not valid YAML: {summarize_error(reason)}")
+    return error(f"{path}: cannot read: {reason}")
+
+
+def read_yaml_file(
+    path: str | os.PathLike[str], error: type[PipelineError] = PipelineError
+) -> object:
+    """The document in the YAML file ``path``, parsed by ``read_yaml``; ``error`` naming the
+    file, in one line, if it cannot be read or is not YAML.
+    """
+    try:
+        return read_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, YAMLError) as reason:
+        raise _file_error(path, reason, error) from None
 
 
 def _check_plain_yaml(text: str, source: str) -> None:
@@ -484,8 +515,6 @@ def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:
         data = read_yaml(text)
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ParamsError(f"{path}: cannot read: {error}") from None
-    except YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    except (OSError, UnicodeDecodeError, YAMLError) as reason:
+        raise _file_error(path, reason, ParamsError) from None
     return parse_params(data, str(path))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tools.workspace import command_environment, dvc_command, make_template
+from tools.dvc_cli import dvc_command
+from tools.workspace import command_environment, make_template
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -375,7 +375,10 @@ def test_load_params_rejects_invalid_yaml(tmp_path: Path) -> None:
     with pytest.raises(ParamsError) as caught:
         load_params(path)
 
-    assert str(caught.value).startswith(f"{path}: not valid YAML: ")
+    # One line, with the place where the parser gave up.
+    assert str(caught.value) == (
+        f"{path}:3:1: not valid YAML: expected ',' or ']', but got '<stream end>'"
+    )
 
 
 @pytest.mark.parametrize("kind", ["directory", "not-utf-8"])

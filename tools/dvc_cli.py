@@ -1,4 +1,5 @@
-"""Running ``dvc`` from the tools that read its results (review, study, check-lock, retrain).
+"""Running ``dvc`` from the tools that read its results (review, study, check-lock, retrain),
+and DVC's notation for params and metrics that they share: dotted keys and ``-S`` values.
 
 DVC's Python API is internal and changes between releases; its command line and ``--json``
 output are what it documents. Every command runs under this interpreter (``python -m dvc``),
@@ -10,19 +11,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fmnist.errors import PipelineError
+
+
+def dvc_command(*arguments: str) -> list[str]:
+    """The command line that runs ``dvc ARGUMENTS`` under this interpreter."""
+    return [sys.executable, "-m", "dvc", *arguments]
 
 
 def run_dvc(
     *arguments: str, cwd: Path | None = None, error: type[PipelineError] = PipelineError
 ) -> str:
     """What ``dvc ARGUMENTS`` prints; ``error`` with DVC's own reason, in one line, if it fails."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments], cwd=cwd, capture_output=True, text=True
-    )
+    result = subprocess.run(dvc_command(*arguments), cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         errors = [line.removeprefix("ERROR:").strip() for line in lines if line[:6] == "ERROR:"]
@@ -40,3 +47,48 @@ def run_dvc_json(
         return json.loads(output or "null")
     except json.JSONDecodeError:
         raise error(f"`dvc {' '.join(arguments)}` printed no JSON: {output[:80]!r}") from None
+
+
+def stream_dvc(*arguments: str, cwd: Path | None = None) -> tuple[int, list[str]]:
+    """Run ``dvc ARGUMENTS`` with its output passing through to this process's as it comes.
+
+    Returns DVC's exit status and the lines it wrote to stderr, for a caller that looks for
+    what DVC reports there but does not count as a failure.
+    """
+    lines = []
+    with subprocess.Popen(
+        dvc_command(*arguments), cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace"
+    ) as process:
+        for line in process.stderr:
+            sys.stderr.write(line)
+            lines.append(line)
+    return process.returncode, lines
+
+
+def set_arguments(params: Mapping[str, object]) -> list[str]:
+    """``-S key=value`` arguments; values are written as YAML so lists and booleans survive."""
+    arguments = []
+    for key, value in params.items():
+        text = yaml.safe_dump(value, default_flow_style=True, width=1_000).strip()
+        text = text.removesuffix("\n...").removesuffix("...").strip()
+        arguments += ["-S", f"{key}={text}"]
+    return arguments
+
+
+def get_dotted(document: Mapping[str, Any], dotted_key: str) -> Any:
+    """The value at ``dotted_key`` (``train.cnn.filters``) of nested mappings; KeyError or
+    TypeError where the path does not lead to one.
+    """
+    value: Any = document
+    for key in dotted_key.split("."):
+        value = value[key]
+    return value
+
+
+def set_dotted(document: MutableMapping[str, Any], dotted_key: str, value: object) -> None:
+    """Set the value at ``dotted_key`` of nested mappings, whose sections must exist."""
+    *sections, key = dotted_key.split(".")
+    section: Any = document
+    for name in sections:
+        section = section[name]
+    section[key] = value

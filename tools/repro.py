@@ -9,12 +9,12 @@ makes this exit 1 with one line saying how to recover.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
+from tools.dvc_cli import stream_dvc
 
 TRANSFER_FAILED = "failed to transfer"
 
@@ -24,16 +24,14 @@ def failed_transfers(lines: Iterable[str]) -> list[str]:
     return [line.strip() for line in lines if "ERROR" in line and TRANSFER_FAILED in line]
 
 
-def run_dvc(arguments: Sequence[str]) -> int:
-    """Run ``dvc ARGUMENTS``, passing its output through; exit 1 after a failed transfer."""
-    command = [sys.executable, "-m", "dvc", *arguments]
-    errors = []
-    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace") as dvc:
-        for line in dvc.stderr:
-            sys.stderr.write(line)
-            errors += failed_transfers([line])
-    if dvc.returncode != 0:
-        return dvc.returncode
+def run_checked(arguments: Sequence[str]) -> int:
+    """Run ``dvc ARGUMENTS``, passing its output through; DVC's exit status, or PipelineError
+    after a failed transfer that DVC itself let pass.
+    """
+    status, stderr_lines = stream_dvc(*arguments)
+    if status != 0:
+        return status
+    errors = failed_transfers(stderr_lines)
     if errors:
         raise PipelineError(
             f"dvc {' '.join(arguments)} exited 0 but could not store {len(errors)} object(s) in "
@@ -44,7 +42,7 @@ def run_dvc(arguments: Sequence[str]) -> int:
 
 
 def main() -> None:
-    status = run_dvc(["repro", *sys.argv[1:]])
+    status = run_checked(["repro", *sys.argv[1:]])
     if status:
         sys.exit(status)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
-from fmnist.params import read_yaml
+from fmnist.params import read_yaml_file
 from tools.dvc_cli import run_dvc_json
 
 # Why this wrapper exists: `dvc status` counts an output or dependency that is absent (not
@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     status = dvc_status()
     lock_path = Path("dvc.lock")
-    lock = read_yaml(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else None
+    lock = read_yaml_file(lock_path) if lock_path.is_file() else None
     changes = find_changes(status, lock or {})
     if changes:
         lines = [f"dvc.lock is stale: {change}" for change in changes]

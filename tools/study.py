@@ -32,12 +32,10 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from dvc.repo import Repo
 from dvc.utils.cli_parse import to_path_overrides
 from dvc.utils.hydra import get_hydra_sweeps
@@ -45,8 +43,9 @@ from dvc.utils.hydra import get_hydra_sweeps
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.files import write_text
-from fmnist.report import markdown_table
-from tools.dvc_cli import run_dvc
+from fmnist.params import read_yaml_file
+from fmnist.report import format_percent, markdown_table
+from tools.dvc_cli import dvc_command, get_dotted, run_dvc, set_arguments
 
 log = logging.getLogger("study")
 
@@ -79,10 +78,7 @@ class Experiment:
 def load_experiments(path: str | os.PathLike[str] = EXPERIMENTS_FILE) -> list[Experiment]:
     """The experiments of ``path``, in file order; shared settings come from YAML anchors."""
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise PipelineError(f"{path}: cannot read: {error}") from None
+    document = read_yaml_file(path)
     experiments = []
     for name, entry in (document.get("experiments") or {}).items():
         try:
@@ -99,16 +95,6 @@ def choose_experiments(experiments: list[Experiment], names: list[str]) -> list[
     if unknown:
         raise PipelineError(f"unknown experiments {', '.join(unknown)} (known: {', '.join(known)})")
     return [experiment for experiment in experiments if not names or experiment.name in names]
-
-
-def set_arguments(params: dict[str, object]) -> list[str]:
-    """``-S key=value`` arguments; values are written as YAML so lists and booleans survive."""
-    arguments = []
-    for key, value in params.items():
-        text = yaml.safe_dump(value, default_flow_style=True, width=1_000).strip()
-        text = text.removesuffix("\n...").removesuffix("...").strip()
-        arguments += ["-S", f"{key}={text}"]
-    return arguments
 
 
 def run_command(experiment: Experiment, queue: bool = False) -> list[str]:
@@ -155,7 +141,7 @@ def run_in_workspace(experiment: Experiment) -> None:
     remove_earlier_runs([experiment.name])
     command = run_command(experiment)
     log.info("running %s: %s", experiment.name, shlex.join(command))
-    if subprocess.run([sys.executable, "-m", *command]).returncode != 0:
+    if subprocess.run(dvc_command(*command[1:])).returncode != 0:
         raise PipelineError(f"experiment {experiment.name} failed (see the output above)")
     log.info("%s: its params and metrics are in the workspace (`dvc exp show`)", experiment.name)
 
@@ -237,7 +223,7 @@ def run_queued(experiments: list[Experiment], jobs: int) -> None:
     started_at = time.monotonic()
     # The workers outlive this process: they must not hold its output open.
     worker_start = subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        dvc_command("queue", "start", "-j", str(jobs)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -274,16 +260,13 @@ def latest_results(show_json: str) -> dict[str, dict]:
 def metric_value(run: dict | None, path: str, key: str) -> float | None:
     """The metric ``key`` (dotted for nested keys) of the file ``path`` in ``run``."""
     try:
-        value = run["metrics"][path]["data"]
-        for part in key.split("."):
-            value = value[part]
-        return float(value)
+        return float(get_dotted(run["metrics"][path]["data"], key))
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    return "-" if value is None else format_percent(value)
 
 
 def _duration(seconds: float | None) -> str:
