@@ -19,7 +19,12 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-setup: $(BIN)/.installed  ## Create .venv/ with the pinned requirements
+# `dvc plots show` and `dvc plots diff` write this page, with Vega inline, so it draws offline.
+PLOTS_PAGE := $(VENV)/share/dvc-plots.html
+$(PLOTS_PAGE): $(BIN)/.installed tools/plots_page.py
+	$(BIN)/python -m tools.plots_page --out $@
+
+setup: $(BIN)/.installed $(PLOTS_PAGE)  ## Create .venv/ with the pinned requirements
 
 data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch downloads)
 	@if [ -d $(DATA_DIR) ]; then \
@@ -82,7 +87,7 @@ review: setup  ## Write review/report.md: params, metrics and plots against BASE
 	python -m tools.review --base $(BASE) --out review
 
 .PHONY: bench bench-pipeline
-bench: setup data  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~30 min)
+bench: setup data  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~25 min on 2 cores)
 	python -m bench.accuracy
 
 bench-pipeline: setup data  ## Speed and memory of the pipeline itself (about 25 min): bench/results.json

@@ -46,12 +46,17 @@ def plot_image_grid(
 
 
 def plot_curves(history: pd.DataFrame) -> Figure:
-    """Loss and accuracy per epoch, training against validation, side by side."""
+    """Loss and accuracy per epoch (from 1), training against validation, side by side.
+
+    The validation series is labelled with dvclive's name for it, ``eval``, as DVC's plots
+    and ``dvc exp show`` name it.
+    """
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.plot(history["epoch"], history[f"train_{metric}"], marker="o", label="train")
-        axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+        axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation (eval)")
         axis.set_xlabel("epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_ylabel(metric)
         axis.set_title(metric.capitalize())
         axis.grid(alpha=0.3)
@@ -85,8 +90,8 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
     ticks = np.arange(len(class_names))
     axis.set_xticks(ticks, class_names, rotation=45, ha="right")
     axis.set_yticks(ticks, class_names)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
     threshold = np.nanmax(shares) / 2
     for (row, column), count in np.ndenumerate(matrix):
         correct = row == column

@@ -25,16 +25,26 @@ HISTORY_SERIES = {
 
 
 def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Per-epoch training history from a dvclive directory: epoch (from 1) and four series."""
+    """Per-epoch training history from a dvclive directory: epoch (from 1) and four series.
+
+    The epochs are dvclive's steps, which the train stage starts at 1, so the report's curves
+    and DVC's plots of the same files number the epochs alike.
+    """
     columns = {}
     for column, relative in HISTORY_SERIES.items():
         path = Path(live_dir) / relative
         try:
-            columns[column] = pd.read_csv(path, sep="\t").iloc[:, -1].to_numpy()
+            series = pd.read_csv(path, sep="\t", dtype=float)
+            steps, columns[column] = series["step"].to_numpy(), series.iloc[:, -1].to_numpy()
         except FileNotFoundError:
             raise DataError(f"{path}: not found (run the train stage: dvc repro train)") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError) as error:
-            raise DataError(f"{path}: not a dvclive series ({error})") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, KeyError) as error:
+            raise DataError(f"{path}: not a dvclive series ({summarize_error(error)})") from None
+        if not np.array_equal(steps, np.arange(1, len(steps) + 1)):
+            raise DataError(
+                f"{path}: steps are not the epochs 1, 2, 3, ... (written by an older train "
+                "stage: rerun it with `dvc repro train`)"
+            )
     lengths = {HISTORY_SERIES[column]: len(values) for column, values in columns.items()}
     if len(set(lengths.values())) != 1:
         described = ", ".join(f"{path}: {length}" for path, length in lengths.items())
@@ -100,7 +110,8 @@ def markdown_table(
     return [line(header), rule + "|", *(line(row) for row in rows)]
 
 
-def _percent(value: float) -> str:
+def format_percent(value: float) -> str:
+    """A share as a percentage with two decimals: 0.8898 is ``88.98%``."""
     return f"{100 * value:.2f}%"
 
 
@@ -168,17 +179,17 @@ def render_report(
             [
                 [
                     "test",
-                    f"**{_percent(test_metrics['accuracy'])}**",
+                    f"**{format_percent(test_metrics['accuracy'])}**",
                     f"{test_metrics['loss']:.4f}",
                 ],
                 [
                     f"validation (epoch {epoch})",
-                    _percent(kept["val_accuracy"]),
+                    format_percent(kept["val_accuracy"]),
                     f"{kept['val_loss']:.4f}",
                 ],
                 [
                     f"train (epoch {epoch})",
-                    _percent(kept["train_accuracy"]),
+                    format_percent(kept["train_accuracy"]),
                     f"{kept['train_loss']:.4f}",
                 ],
             ],
@@ -217,6 +228,9 @@ def render_report(
     lines += [
         "",
         "## Training curves",
+        "",
+        "Epochs count from 1. The validation series is `eval` in DVC's plots and in "
+        "`dvc exp show` (`eval.accuracy`), dvclive's name for it.",
         "",
         f"![Loss and accuracy per epoch]({figures['curves']})",
         "",

@@ -39,6 +39,9 @@ def main() -> None:
 
     seed_everything(params.seed)
     with Live(str(args.live), save_dvc_exp=False, dvcyaml=None) as live:
+        # dvclive counts steps from 0; Keras, the report and people count epochs from 1. The
+        # curves start at step 1 so that DVC's plots and the report name each epoch alike.
+        live.step = 1
         model, history = train_model(params.train, train, val, [DVCLiveCallback(live=live)])
         epoch = kept_epoch(history, params.train)
         # The summary is what `dvc exp show` lists: the validation scores of the model that is
@@ -50,7 +53,7 @@ def main() -> None:
                 for name in ("loss", "accuracy")
             },
             "kept_epoch": epoch,
-            "step": len(history["loss"]) - 1,  # dvclive's last step, counted from 0
+            "step": len(history["loss"]),  # dvclive's last step: the last epoch
         }
         save_model(model, args.model)
     log.info(

@@ -42,7 +42,9 @@ def test_returning_to_params_that_ran_restores_from_the_run_cache(repository: Pa
     assert not stages_run(again.stdout) & set(TRAIN_AND_EVALUATE)
     assert (repository / "metrics/evaluate.json").read_bytes() == metrics
     summary = json.loads((repository / "metrics/train/metrics.json").read_text())
-    assert summary["step"] == 0  # one epoch, counted from 0
+    assert summary["step"] == summary["kept_epoch"] == 1  # epochs, and dvclive's steps, from 1
+    curve = (repository / "metrics/train/plots/metrics/eval/loss.tsv").read_text()
+    assert [line.split("\t")[0] for line in curve.splitlines()] == ["step", "1"]
     assert "Data and pipelines are up to date" in dvc("status", cwd=repository).stdout
 
 

@@ -465,7 +465,7 @@ def test_killed_training_fails_and_the_previous_results_come_back(
         stage = wait_until_training(baseline, process)
         # dvclive writes straight into the declared plots and metrics while training runs.
         assert stage.is_running()
-        assert json.loads((baseline / "metrics/train/metrics.json").read_text())["step"] >= 0
+        assert json.loads((baseline / "metrics/train/metrics.json").read_text())["step"] >= 1
         if signal_number == signal.SIGINT:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C signals the whole foreground group
         else:
@@ -511,7 +511,9 @@ def test_queued_experiments_run_in_parallel_and_match_a_foreground_run(baseline:
     by_activation = {run["params"]["train"]["activation"]: run for run in queued.values()}
     assert sorted(by_activation) == sorted(activations)
     for run in by_activation.values():
-        assert run["metrics"]["metrics/train/metrics.json"]["step"] == 1  # two epochs
+        assert (
+            run["metrics"]["metrics/train/metrics.json"]["step"] == 2
+        )  # two epochs, counted from 1
         assert 0 <= run["metrics"]["metrics/evaluate.json"]["accuracy"] <= 1
     # Running two at a time changed nothing: the same experiment in the workspace agrees.
     dvc("exp", "run", "-S", "train.activation=sigmoid", cwd=baseline)

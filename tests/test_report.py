@@ -37,7 +37,7 @@ def write_live_directory(directory: Path, series: dict[str, list[float]]) -> Pat
         path = directory / HISTORY_SERIES[column]
         path.parent.mkdir(parents=True, exist_ok=True)
         metric = column.split("_", 1)[1]
-        rows = "".join(f"{step}\t{value}\n" for step, value in enumerate(values))
+        rows = "".join(f"{step}\t{value}\n" for step, value in enumerate(values, start=1))
         path.write_text(f"step\t{metric}\n{rows}", encoding="utf-8")
     return directory
 
@@ -49,6 +49,17 @@ def test_read_history_numbers_epochs_from_one(tmp_path: Path) -> None:
     assert history["epoch"].tolist() == [1, 2, 3]
     for column, values in SERIES.items():
         assert history[column].tolist() == values
+
+
+def test_read_history_refuses_steps_that_are_not_the_epochs(tmp_path: Path) -> None:
+    # dvclive's own numbering starts at 0: the report would then name epochs one lower than
+    # the train stage's log and summary do.
+    write_live_directory(tmp_path, SERIES)
+    path = tmp_path / HISTORY_SERIES["val_loss"]
+    path.write_text("step\tloss\n0\t0.8\n1\t0.7\n2\t0.65\n", encoding="utf-8")
+
+    with pytest.raises(DataError, match=r"eval/loss.tsv: steps are not the epochs 1, 2, 3"):
+        read_history(tmp_path)
 
 
 def test_read_history_rejects_a_missing_series(tmp_path: Path) -> None:

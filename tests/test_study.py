@@ -20,6 +20,7 @@ from fmnist.errors import PipelineError
 from fmnist.params import parse_params
 from tests.conftest import REPOSITORY_ROOT
 from tests.helpers import dvc, git, run
+from tools.dvc_cli import set_arguments
 from tools.study import (
     TABLE_END,
     TABLE_START,
@@ -30,7 +31,6 @@ from tools.study import (
     read_times,
     render_table,
     run_command,
-    set_arguments,
     stalled_error,
     sweep_experiments,
     update_readme,
@@ -299,7 +299,7 @@ def test_exp_runs_one_experiment_in_the_workspace(
     assert (train["epochs"], train["hidden_units"]) == (1, [8])
     evaluation = json.loads((repository / "metrics" / "evaluate.json").read_text())
     training = json.loads((repository / "metrics" / "train" / "metrics.json").read_text())
-    assert 0 <= evaluation["accuracy"] <= 1 and training["step"] == 0  # one epoch
+    assert 0 <= evaluation["accuracy"] <= 1 and training["step"] == 1  # one epoch
     results = latest_results(dvc("exp", "show", "--json", cwd=repository).stdout)
     assert list(results) == ["tiny"]
     metrics = results["tiny"]["metrics"]["metrics/train/metrics.json"]["data"]

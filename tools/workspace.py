@@ -14,13 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fmnist import RAW_FILES
 from fmnist.data import Split, split_data
 from fmnist.fetch import CHECKSUMS_FILE, find_local_file, is_url, read_local_file
 from fmnist.idx import decompress, read_split
-from fmnist.params import Params
+from fmnist.params import Params, read_yaml_file
+from tools.dvc_cli import set_dotted
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
@@ -34,6 +33,7 @@ PIPELINE_FILES = (
     ".gitignore",
     ".dvcignore",
     ".dvc/config",
+    ".dvc/plots",
 )
 
 
@@ -49,10 +49,6 @@ def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     environment.update(extra or {})
     return environment
-
-
-def dvc_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *arguments]
 
 
 def stages_run(output: str) -> set[str]:
@@ -90,11 +86,7 @@ def set_params(workspace: Path, changes: Mapping[str, Any]) -> None:
 
     with modify_yaml(workspace / "params.yaml") as params:
         for dotted_key, value in changes.items():
-            *sections, key = dotted_key.split(".")
-            section = params
-            for name in sections:
-                section = section[name]
-            section[key] = value
+            set_dotted(params, dotted_key, value)
 
 
 def write_checksums(workspace: Path, checksums: Mapping[str, str]) -> None:
@@ -148,7 +140,7 @@ def copy_workspace(template: Path, target: Path) -> Path:
 
 def stage_command(workspace: Path, stage: str) -> list[str]:
     """The stage's command from dvc.yaml, run by this interpreter as DVC would run it."""
-    dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text())
+    dvc_yaml = read_yaml_file(workspace / "dvc.yaml")
     command = shlex.split(dvc_yaml["stages"][stage]["cmd"])
     if command[0] == "python":
         command[0] = sys.executable

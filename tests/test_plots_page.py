@@ -1,0 +1,102 @@
+"""`dvc plots show` writes a page that draws every plot with no network: tools.plots_page."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fmnist import CLASS_NAMES
+from tests.helpers import dvc, run
+from tools.plots_page import render_page
+from tools.workspace import REPOSITORY_ROOT, copy_workspace
+
+BROWSER = "chromium-headless-shell"
+
+
+def browser() -> str:
+    """Debian's headless Chromium: skip where it is missing, fail under CI, whose machine
+    installs it (`.ci/run`).
+    """
+    path = shutil.which(BROWSER)
+    if path is None:
+        message = f"{BROWSER} is missing: sudo apt-get install {BROWSER}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def drawn_offline(page: Path) -> str:
+    """The page's document after its scripts ran in a browser that can reach no host."""
+    result = subprocess.run(
+        [
+            browser(),
+            "--no-sandbox",
+            "--disable-gpu",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
+def charts(document: str) -> int:
+    """How many charts Vega drew: each is an <svg class="marks">."""
+    return len(re.findall(r'<svg[^>]*class="marks"', document))
+
+
+def test_the_page_holds_the_libraries_and_dvcs_placeholders() -> None:
+    page = render_page()
+
+    assert page.count("{plot_divs}") == 1
+    assert page.count("{refresh_tag}") == 1
+    # DVC puts its CDN <script src=...> tags where a template has {scripts}.
+    assert "{scripts}" not in page
+    assert "<script src" not in page
+    assert "window.vegaEmbed=" in page
+    assert page.count("</script>") == 1
+
+
+def test_the_confusion_template_orders_the_classes_by_label() -> None:
+    template = json.loads((REPOSITORY_ROOT / ".dvc/plots/confusion_errors.json").read_text())
+
+    for axis in ("x", "y"):
+        assert template["spec"]["encoding"][axis]["sort"] == list(CLASS_NAMES)
+
+
+def test_dvc_plots_show_draws_every_plot_offline(baseline_repository: Path, tmp_path: Path) -> None:
+    browser()
+    repository = copy_workspace(baseline_repository, tmp_path / "repository")
+    run(["python", "-m", "tools.plots_page", "--out", "../page/dvc-plots.html"], repository)
+    assert (
+        "html_template = ../../page/dvc-plots.html"
+        in (repository / ".dvc/config.local").read_text()
+    )
+
+    dvc("plots", "show", "-o", "shown", cwd=repository)
+
+    page = (repository / "shown/index.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page)
+    plots = page.count("vegaEmbed('#")
+    assert plots == 7  # four training curves, the confusion matrix, two bar charts
+    document = drawn_offline(repository / "shown/index.html")
+    assert charts(document) == plots
+    for title in ("true class", "predicted class", "epoch", "Confusion matrix (test set)"):
+        assert f">{title}</text>" in document
+
+    # DVC's own page, which loads the libraries from a CDN, draws nothing offline.
+    dvc("config", "--local", "--unset", "plots.html_template", cwd=repository)
+    dvc("plots", "show", "-o", "default", cwd=repository)
+    assert charts(drawn_offline(repository / "default/index.html")) == 0
