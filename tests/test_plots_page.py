@@ -69,11 +69,15 @@ def test_the_page_holds_the_libraries_and_dvcs_placeholders() -> None:
     assert page.count("</script>") == 1
 
 
-def test_the_confusion_template_orders_the_classes_by_label() -> None:
-    template = json.loads((REPOSITORY_ROOT / ".dvc/plots/confusion_errors.json").read_text())
+def test_dvcs_plots_keep_the_reports_order_of_classes() -> None:
+    templates = REPOSITORY_ROOT / ".dvc/plots"
+    confusion = json.loads((templates / "confusion_errors.json").read_text())
+    bars = json.loads((templates / "bar_horizontal_in_order.json").read_text())
 
     for axis in ("x", "y"):
-        assert template["spec"]["encoding"][axis]["sort"] == list(CLASS_NAMES)
+        assert confusion["spec"]["encoding"][axis]["sort"] == list(CLASS_NAMES)
+    # No sort: the order of the file, where the evaluate stage writes classes by label.
+    assert bars["encoding"]["y"]["sort"] is None
 
 
 def test_dvc_plots_show_draws_every_plot_offline(baseline_repository: Path, tmp_path: Path) -> None:

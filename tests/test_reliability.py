@@ -34,6 +34,7 @@ from fmnist.files import PARTIAL_MARKER
 from fmnist.idx import encode_idx
 from tests.conftest import REPOSITORY_ROOT, make_images
 from tests.helpers import dvc, git
+from tools.dvc_cli import dvc_command
 from tools.workspace import STAGES, command_environment, copy_workspace, set_params, stages_run
 
 # Everything a run writes outside data/: compared byte for byte before and after a failure.
@@ -414,7 +415,7 @@ def start_repro(repository: Path, log: Path) -> subprocess.Popen:
     """`dvc repro` in the background, in its own process group as a shell would start it."""
     with log.open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "dvc", "repro"],
+            dvc_command("repro"),
             cwd=repository,
             env=command_environment(),
             stdout=output,
