@@ -19,12 +19,14 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# `dvc plots show` and `dvc plots diff` write this page, with Vega inline, so it draws offline.
+# `dvc plots show` and `dvc plots diff` write their page from this template, with Vega inline,
+# so that it draws offline; .dvc/config.local names it (DVC's plots.html_template).
 PLOTS_PAGE := $(VENV)/share/dvc-plots.html
 $(PLOTS_PAGE): $(BIN)/.installed tools/plots_page.py
 	$(BIN)/python -m tools.plots_page --out $@
 
-setup: $(BIN)/.installed $(PLOTS_PAGE)  ## Create .venv/ with the pinned requirements
+setup: $(BIN)/.installed $(PLOTS_PAGE)  ## Create .venv/ with the pinned requirements and the offline plots page
+	@grep -qs 'html_template' .dvc/config.local || $(BIN)/python -m tools.plots_page --out $(PLOTS_PAGE)
 
 data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch downloads)
 	@if [ -d $(DATA_DIR) ]; then \
@@ -94,5 +96,6 @@ bench-pipeline: setup data  ## Speed and memory of the pipeline itself (about 25
 	python -m bench.run --out bench/results.json
 
 clean:  ## Remove the virtual environment and caches (not the DVC cache or results)
+	-@$(BIN)/python -m dvc config --local --unset plots.html_template 2>/dev/null
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

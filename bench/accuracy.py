@@ -6,7 +6,7 @@ decompressed IDX files. Each named experiment is timed as ``make exp NAME=<name>
 data stages (fetch, preprocess, split: the same for every experiment) already ran, so its time
 is train, evaluate and report through DVC. One run each, in one process tree at a time.
 
-    python -m bench.accuracy                      # make bench: about 30 minutes on 2 cores
+    python -m bench.accuracy                      # make bench: about 25 minutes on 2 cores
     python -m bench.accuracy cnn-fast dense-best  # some experiments only
     python -m bench.accuracy --quick --source DIR # one epoch each on small IDX files
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.measure import run_measured
 from bench.run import describe_machine
 from fmnist.files import write_json
+from fmnist.report import format_percent
 from tools.dvc_cli import dvc_command, run_dvc, set_arguments
 from tools.study import (
     EXPERIMENTS_FILE,
@@ -99,11 +100,11 @@ def summary_lines(results: dict) -> list[str]:
     lines = [
         f"Accuracy per CPU-minute ({results['machine']['cpu']}, {results['machine']['cores']} "
         "cores; one run each):",
-        f"  reference (the study's CNN script): {100 * reference_run['accuracy']:.2f}% test in "
-        f"{reference_run['seconds']:.0f} s",
+        f"  reference (the study's CNN script): {format_percent(reference_run['accuracy'])} "
+        f"test in {reference_run['seconds']:.0f} s",
     ]
     for name, row in results["experiments"].items():
-        accuracy = "n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+        accuracy = "n/a" if row["accuracy"] is None else format_percent(row["accuracy"])
         line = f"  {name}: {accuracy} test in {row['seconds']:.0f} s = {row['ratio']:.2f}x"
         if "goal" in row:
             goal = row["goal"]

@@ -16,7 +16,8 @@ from dvc.utils.serialize import parse_yaml
 from pydantic import ValidationError
 
 from fmnist.errors import ParamsError
-from fmnist.params import Params, load_params, parse_params, read_yaml
+from fmnist.params import Params, load_params, parse_params, read_yaml, read_yaml_file
+from tools.dvc_cli import get_dotted, set_dotted
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY_PARAMS = REPOSITORY_ROOT / "params.yaml"
@@ -28,14 +29,11 @@ def mutate(changes: dict[str, object]) -> dict:
     """A deep copy of the repository's params with dotted keys set to values or deleted."""
     document = copy.deepcopy(DOCUMENT)
     for dotted_key, value in changes.items():
-        *parents, key = dotted_key.split(".")
-        section = document
-        for parent in parents:
-            section = section[parent]
         if value is DELETE:
-            del section[key]
+            parent, _, key = dotted_key.rpartition(".")
+            del (get_dotted(document, parent) if parent else document)[key]
         else:
-            section[key] = value
+            set_dotted(document, dotted_key, value)
     return document
 
 
@@ -705,7 +703,7 @@ def test_a_cnn_that_fits_the_images_is_accepted(changes: dict[str, object]) -> N
 
 
 def test_the_best_cnn_of_the_experiments_is_accepted() -> None:
-    experiments = yaml.safe_load((REPOSITORY_ROOT / "experiments.yaml").read_text())
+    experiments = read_yaml_file(REPOSITORY_ROOT / "experiments.yaml")
 
     params = parse_params(mutate(experiments["experiments"]["cnn-best"]["params"]))
 

@@ -2,7 +2,7 @@
 
 moto's S3 server runs on 127.0.0.1 for the module. Each test starts from the session's synthetic
 baseline repository as a bare git ``origin`` and gives it its own prefix in one bucket; the
-the document's own command blocks run against it, with its placeholders filled in.
+document's own command blocks run against it, with its placeholders filled in.
 """
 
 from __future__ import annotations

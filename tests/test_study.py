@@ -20,7 +20,7 @@ from fmnist.errors import PipelineError
 from fmnist.params import parse_params
 from tests.conftest import REPOSITORY_ROOT
 from tests.helpers import dvc, git, run
-from tools.dvc_cli import set_arguments
+from tools.dvc_cli import get_dotted, set_arguments
 from tools.study import (
     TABLE_END,
     TABLE_START,
@@ -43,10 +43,8 @@ def apply_sets(document: dict, arguments: list[str]) -> dict:
     for flag, assignment in zip(arguments[::2], arguments[1::2], strict=True):
         assert flag == "-S"
         key, text = assignment.split("=", 1)
-        *parents, last = key.split(".")
-        section = document
-        for parent in parents:
-            section = section[parent]
+        parent, _, last = key.rpartition(".")
+        section = get_dotted(document, parent) if parent else document
         assert last in section, f"{key} is not a key of params.yaml"
         section[last] = yaml.safe_load(text)
     return document

@@ -1,5 +1,6 @@
-"""Running ``dvc`` from the tools that read its results (review, study, check-lock, retrain),
-and DVC's notation for params and metrics that they share: dotted keys and ``-S`` values.
+"""Running ``dvc`` for the tools that read its results (review, study, check-lock, repro, ...),
+the benchmark and the tests, and DVC's notation for params and metrics that they share: dotted
+keys and ``-S`` values.
 
 DVC's Python API is internal and changes between releases; its command line and ``--json``
 output are what it documents. Every command runs under this interpreter (``python -m dvc``),

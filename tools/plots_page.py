@@ -76,8 +76,9 @@ def main() -> None:
     write_text(args.out, render_page())
     log.info("wrote %s (%s bytes)", args.out, f"{args.out.stat().st_size:,}")
     if not args.no_config:
-        # DVC reads a relative plots.html_template from the .dvc directory.
-        setting = os.path.relpath(args.out.resolve(), Path(".dvc").resolve())
+        # DVC reads a relative plots.html_template from the repository's .dvc directory.
+        dvc_directory = Path(run_dvc("root").strip()) / ".dvc"
+        setting = os.path.relpath(args.out.resolve(), dvc_directory.resolve())
         run_dvc("config", "--local", "plots.html_template", setting)
         log.info("dvc plots show and dvc plots diff now use it (.dvc/config.local)")
 
