@@ -161,11 +161,16 @@ class BoundedPayload:
                 "the end-of-stream marker was reached)"
             )
 
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 (hex) of the payload read so far: of all of it once ended."""
+        return self._sha256.hexdigest()
+
     def take_verified(self, name: str, sha256: str) -> bytes:
         """Hand over the whole payload, once ended, if it has the SHA-256 ``sha256``; else
         raise FetchError. The chunks are released, so the payload is never held twice for long.
         """
-        digest = self._sha256.hexdigest()
+        digest = self.sha256
         if digest != sha256:
             raise FetchError(
                 f"{name}: checksum mismatch: {self.size:,} bytes with sha256 {digest}, "
@@ -244,19 +249,6 @@ def find_local_file(directory: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise FetchError(f"neither {name} nor {name}.gz is there")
-
-
-def read_local_file(directory: Path, name: str) -> tuple[Path, bytes]:
-    """Return the path and bytes of ``<name>`` in ``directory``, or else of ``<name>.gz``.
-
-    The whole file, unbounded: for sources already trusted. The fetch stage reads through
-    ``read_bounded`` instead.
-    """
-    path = find_local_file(directory, name)
-    try:
-        return path, path.read_bytes()
-    except OSError as error:
-        raise FetchError(f"{path.name}: cannot read: {error.strerror}") from None
 
 
 def read_bounded(path: Path) -> BoundedPayload:

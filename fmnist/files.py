@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fmnist.cli import summarize_error
 from fmnist.errors import DataError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run the stage that writes it: dvc repro)") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"{path}: not readable JSON ({str(error)[:200]})") from None
+        raise DataError(f"{path}: not readable JSON ({summarize_error(error)})") from None
 
 
 def write_arrays(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:

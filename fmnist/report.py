@@ -72,7 +72,9 @@ def read_predictions(
     except FileNotFoundError:
         raise DataError(f"{path}: not found (run the evaluate stage: dvc repro evaluate)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
-        raise DataError(f"{path}: not the evaluate stage's predictions ({error})") from None
+        raise DataError(
+            f"{path}: not the evaluate stage's predictions ({summarize_error(error)})"
+        ) from None
     if len(table) != count:
         raise DataError(f"{path}: {len(table):,} predictions for {count:,} test images")
     index = {name: number for number, name in enumerate(CLASS_NAMES)}

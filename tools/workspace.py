@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import hashlib
 import os
 import re
 import shlex
@@ -16,8 +15,8 @@ from typing import Any
 
 from fmnist import RAW_FILES
 from fmnist.data import Split, split_data
-from fmnist.fetch import CHECKSUMS_FILE, find_local_file, is_url, read_local_file
-from fmnist.idx import decompress, read_split
+from fmnist.fetch import CHECKSUMS_FILE, find_local_file, is_url, read_bounded
+from fmnist.idx import read_split
 from fmnist.params import Params, read_yaml_file
 from tools.dvc_cli import set_dotted
 
@@ -58,12 +57,11 @@ def stages_run(output: str) -> set[str]:
 
 def source_checksums(directory: Path) -> dict[str, str]:
     """SHA-256 of each of the four decompressed IDX files in ``directory`` (gzipped or not)."""
-    checksums = {}
-    for names in RAW_FILES.values():
-        for name in names:
-            path, data = read_local_file(directory, name)
-            checksums[name] = hashlib.sha256(decompress(data, str(path))).hexdigest()
-    return checksums
+    return {
+        name: read_bounded(find_local_file(directory, name)).sha256
+        for names in RAW_FILES.values()
+        for name in names
+    }
 
 
 def source_splits(params: Params) -> dict[str, Split]:
