@@ -1,14 +1,13 @@
 # The README's commands. `make help` lists them.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+# Another environment with the pinned requirements may stand in: make repro VENV=/path/to/venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 # Stages run `python -m stages.<name>`: the virtual environment's python must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
-DATA_DIR := /usr/share/datasets/fashion-mnist
-
 .DEFAULT_GOAL := help
-.PHONY: help setup data repro exp study test lint clean
+.PHONY: help setup repro reset show exp study test test-quick lint clean
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,31 +27,27 @@ $(PLOTS_PAGE): $(BIN)/.installed tools/plots_page.py
 setup: $(BIN)/.installed $(PLOTS_PAGE)  ## Create .venv/ with the pinned requirements and the offline plots page
 	@grep -qs 'html_template' .dvc/config.local || $(BIN)/python -m tools.plots_page --out $(PLOTS_PAGE)
 
-data:  ## Install Debian's dataset-fashion-mnist where possible (else fetch downloads)
-	@if [ -d $(DATA_DIR) ]; then \
-	  echo "data: $(DATA_DIR) is present"; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist \
-	    || echo "data: apt-get could not install it; the fetch stage will download the files"; \
-	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
-	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist \
-	    || echo "data: apt-get could not install it; the fetch stage will download the files"; \
-	else \
-	  echo "data: no Debian package here; the fetch stage will download the files"; \
-	fi
+repro: setup  ## Run the pipeline: params checked first, the team's results pulled where a DVC remote is set
+	python -m tools.repro repro
 
-repro: setup data  ## Set everything up and run the pipeline (dvc repro; fails if the cache is full)
-	python -m tools.repro
+reset: setup  ## Back to the last commit's params and results, after dvc exp run, dvc repro or a failed stage
+	python -m tools.repro reset
 
-exp: setup data  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
-	python -m tools.study exp $(NAME)
+show: setup  ## The experiments side by side, at any terminal width: the params that differ, then the metrics
+	dvc exp show --no-pager --only-changed --drop 'Created|step|kept_epoch|eval.loss|precision|recall'
 
-study: setup data  ## Run every experiment of experiments.yaml in DVC's queue, then update docs/study.md's table
+exp: setup  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
+	python -m tools.study exp "$$NAME"
+
+study: setup  ## Run every experiment of experiments.yaml in DVC's queue, then update docs/study.md's table
 	python -m tools.study run
 	python -m tools.study table --readme docs/study.md
 
-test: setup data  ## Set everything up and run the tests
-	python -m pytest
+test: setup  ## Run every test, on every core (under 5 minutes on 2 cores)
+	python -m pytest -n auto --dist loadfile
+
+test-quick: setup  ## The tests that start no dvc and no TensorFlow process (under a minute)
+	python -m pytest -n auto --dist loadfile -m "not slow"
 
 lint: setup  ## Check style and import order with ruff, and the GitHub workflows with zizmor
 	ruff check .
@@ -72,7 +67,7 @@ TOLERANCE ?= 0.01
 
 push: setup  ## Send the results and the run-cache, with the outputs it records, to the DVC remote
 	dvc push --run-cache
-	python -m tools.run_cache
+	python -m tools.dvc_api push-run-cache
 
 check-lock: setup  ## Fail if dvc.lock is stale for params.yaml, dvc.yaml or the code (no data needed)
 	python -m tools.staleness
@@ -88,12 +83,9 @@ check-retrain: setup  ## Retrain on the pulled data; fail if a metric moves more
 review: setup  ## Write review/report.md: params, metrics and plots against BASE (default main)
 	python -m tools.review --base $(BASE) --out review
 
-.PHONY: bench bench-pipeline
-bench: setup data  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~25 min on 2 cores)
+.PHONY: bench
+bench: setup  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~25 min on 2 cores)
 	python -m bench.accuracy
-
-bench-pipeline: setup data  ## Speed and memory of the pipeline itself (about 25 min): bench/results.json
-	python -m bench.run --out bench/results.json
 
 clean:  ## Remove the virtual environment and caches (not the DVC cache or results)
 	-@$(BIN)/python -m dvc config --local --unset plots.html_template 2>/dev/null

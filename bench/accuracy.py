@@ -18,16 +18,18 @@ accuracies read from ``dvc exp show --json``.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
+import os
+import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.measure import run_measured
-from bench.run import describe_machine
 from fmnist.files import write_json
 from fmnist.report import format_percent
 from tools.dvc_cli import dvc_command, run_dvc, set_arguments
@@ -40,13 +42,46 @@ from tools.study import (
     metric_value,
     run_command,
 )
-from tools.workspace import REPOSITORY_ROOT, make_template, source_checksums
+from tools.workspace import REPOSITORY_ROOT, command_environment, make_template, source_checksums
 
 log = logging.getLogger("bench")
 
 # The issue's goals: (least test accuracy, most time as a multiple of the reference's).
 GOALS = {"cnn-fast": (0.93, 2.0), "cnn-best": (0.94, 10.0), "dense-best": (0.91, 2.0)}
 DEFAULT_NAMES = ("study-cnn", "cnn-fast", "dense-best", "cnn-best")
+# The CPU features that decide TensorFlow's speed: figures from CPUs that differ in them are
+# not comparable.
+VECTOR_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def describe_machine() -> dict:
+    """The CPU, its vector features and the software that the figures came from."""
+    cpuinfo: dict[str, str] = {}
+    proc = Path("/proc/cpuinfo")
+    for line in proc.read_text().splitlines() if proc.exists() else []:
+        key, _, value = line.partition(":")
+        cpuinfo.setdefault(key.strip(), value.strip())
+    flags = cpuinfo.get("flags", "").split()
+    return {
+        "cpu": cpuinfo.get("model name") or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "vector_features": [feature for feature in VECTOR_FEATURES if feature in flags],
+        "python": platform.python_version(),
+        **{package: importlib.metadata.version(package) for package in ("keras", "dvc", "numpy")},
+    }
+
+
+def run_timed(command: list[str], cwd: Path) -> tuple[float, str]:
+    """Run ``command`` to completion: its wall seconds and its output; fail loudly if it fails."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        command, cwd=cwd, env=command_environment(), capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    return time.perf_counter() - started, result.stdout
 
 
 def reference(raw: Path, epochs: int | None) -> dict:
@@ -54,9 +89,9 @@ def reference(raw: Path, epochs: int | None) -> dict:
     command = [sys.executable, "-m", "bench.reference_cnn", "--raw", str(raw)]
     if epochs:
         command += ["--epochs", str(epochs)]
-    run = run_measured(command, REPOSITORY_ROOT)
-    scores = json.loads(run.output.strip().splitlines()[-1])
-    return {"accuracy": scores["accuracy"], "seconds": round(run.seconds, 1)}
+    seconds, output = run_timed(command, REPOSITORY_ROOT)
+    scores = json.loads(output.strip().splitlines()[-1])
+    return {"accuracy": scores["accuracy"], "seconds": round(seconds, 1)}
 
 
 def experiment_seconds(workspace: Path, names: list[str], epochs: int | None) -> dict[str, float]:
@@ -68,9 +103,9 @@ def experiment_seconds(workspace: Path, names: list[str], epochs: int | None) ->
         if epochs:  # a check of the benchmark itself: no warm-up fits in one epoch
             command += set_arguments({"train.epochs": epochs, "train.warmup_epochs": 0})
         log.info("running %s", experiment.name)
-        run = run_measured(dvc_command(*command[1:]), workspace)
-        seconds[experiment.name] = round(run.seconds, 1)
-        log.info("%s: %.1f s", experiment.name, run.seconds)
+        elapsed, _ = run_timed(dvc_command(*command[1:]), workspace)
+        seconds[experiment.name] = round(elapsed, 1)
+        log.info("%s: %.1f s", experiment.name, elapsed)
     return seconds
 
 
@@ -99,7 +134,7 @@ def summary_lines(results: dict) -> list[str]:
     reference_run = results["reference"]
     lines = [
         f"Accuracy per CPU-minute ({results['machine']['cpu']}, {results['machine']['cores']} "
-        "cores; one run each):",
+        f"cores, {' '.join(results['machine']['vector_features']) or 'no AVX2'}; one run each):",
         f"  reference (the study's CNN script): {format_percent(reference_run['accuracy'])} "
         f"test in {reference_run['seconds']:.0f} s",
     ]
@@ -165,15 +200,15 @@ def main() -> None:
     epochs = 1 if args.quick else None
 
     changes: dict[str, object] = {}
-    checksums = None
+    dataset = {}
     if args.source:
         changes = {"fetch.sources": [str(args.source.resolve())]}
-        checksums = source_checksums(args.source.resolve())
+        dataset = {"CHECKSUMS": source_checksums(args.source.resolve())}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fmnist-accuracy-") as scratch:
-        workspace = make_template(Path(scratch) / "workspace", changes, checksums)
+        workspace = make_template(Path(scratch) / "workspace", changes, **dataset)
         shutil.copy2(REPOSITORY_ROOT / EXPERIMENTS_FILE, workspace / EXPERIMENTS_FILE)
-        run_measured(dvc_command("repro", "split"), workspace)  # the shared data, untimed
+        run_timed(dvc_command("repro", "split"), workspace)  # the shared data, untimed
         reference_run = reference(workspace / "data" / "raw", epochs)
         log.info("reference: %.1f s", reference_run["seconds"])
         seconds = experiment_seconds(workspace, names, epochs)

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
-from fmnist import RAW_FILES
+from fmnist.dataset import RAW_FILES
 from fmnist.idx import read_split
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fmnist import CLASS_NAMES, IMAGE_SHAPE
+from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import DataError
 from fmnist.files import write_arrays
 from fmnist.params import SplitParams
@@ -19,7 +19,7 @@ HISTOGRAM_CHUNK = 1 << 20
 
 
 class Split(NamedTuple):
-    """Images ``(n, 28, 28)`` and labels ``(n,)``, both uint8, in matching order."""
+    """Images ``(n, *IMAGE_SHAPE)`` and labels ``(n,)``, both uint8, in matching order."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -53,7 +53,7 @@ def load_split(path: str | os.PathLike[str]) -> Split:
         or labels.shape != (len(images),)
     ):
         raise DataError(
-            f"{path}: expected uint8 images (n, 28, 28) and n uint8 labels, found "
+            f"{path}: expected uint8 images (n, {str(IMAGE_SHAPE)[1:]} and n uint8 labels, found "
             f"{images.dtype} {images.shape} and {labels.dtype} {labels.shape}"
         )
     return Split(images, labels)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmnist import CLASS_NAMES, NUM_CLASSES
+from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, WATCHED_PAIRS
 
 DIGITS = 4  # rounding keeps metric diffs readable and free of float noise
 
-# The study's known weak spot: shirts are told apart badly from these three classes.
-SHIRT_LOOKALIKES = ("T-shirt/top", "Pullover", "Coat")
 CONFUSED_PAIRS = 10  # the most confused pairs that plots/confused_pairs.json lists
 
 
@@ -68,13 +66,12 @@ def class_scores(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
 
 def confused_pairs(matrix: np.ndarray) -> list[dict]:
     """The most confused pairs of classes as plot records, most errors first, always including
-    Shirt against each of its look-alikes in both directions (the study's known weak spot).
+    the data set's WATCHED_PAIRS in both directions.
     """
     pairs = most_confused_pairs(matrix, count=CONFUSED_PAIRS)
-    shirt = CLASS_NAMES.index("Shirt")
-    for name in SHIRT_LOOKALIKES:
-        other = CLASS_NAMES.index(name)
-        for true, predicted in ((shirt, other), (other, shirt)):
+    for first, second in WATCHED_PAIRS:
+        one, other = CLASS_NAMES.index(first), CLASS_NAMES.index(second)
+        for true, predicted in ((one, other), (other, one)):
             pair = {
                 "true": CLASS_NAMES[true],
                 "predicted": CLASS_NAMES[predicted],

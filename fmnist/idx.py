@@ -1,7 +1,8 @@
 """The IDX format of the MNIST family: a 4-byte magic, big-endian dimensions, a uint8 payload.
 
-Only what Fashion-MNIST uses is accepted: unsigned-byte data, three dimensions for images and
-one for labels. Every malformed input raises DataError naming the file and the problem.
+Only what the data set uses is accepted: unsigned-byte data, images of
+``fmnist.dataset.IMAGE_SHAPE`` and one dimension for labels. Every malformed input raises
+DataError naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES
 from fmnist.errors import DataError
 
 UNSIGNED_BYTE = 0x08
@@ -84,15 +85,17 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def read_images(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX image file: an ``(n, 28, 28)`` uint8 array."""
+    """Read an IDX image file: an ``(n, *IMAGE_SHAPE)`` uint8 array."""
     images = read_idx(path)
-    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{path}: expected images of shape (n, 28, 28), found {images.shape}")
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(
+            f"{path}: expected images of shape (n, {str(IMAGE_SHAPE)[1:]}, found {images.shape}"
+        )
     return images
 
 
 def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX label file: an ``(n,)`` uint8 array of class indices 0-9."""
+    """Read an IDX label file: an ``(n,)`` uint8 array of class indices."""
     labels = read_idx(path)
     if labels.ndim != 1:
         raise DataError(f"{path}: expected one dimension of labels, found shape {labels.shape}")
@@ -104,7 +107,7 @@ def read_labels(path: str | os.PathLike[str]) -> np.ndarray:
 def read_split(images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]):
     """Read a matching pair of image and label files; their counts must agree and not be 0.
 
-    An empty file is valid IDX but no Fashion-MNIST split: a summary of nothing has no mean,
+    An empty file is valid IDX but no split: a summary of nothing has no mean,
     and every later stage needs images.
     """
     images, labels = read_images(images_path), read_labels(labels_path)

@@ -15,18 +15,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fmnist import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from fmnist.cli import summarize_error
 from fmnist.data import Split
+from fmnist.dataset import CHANNELS, CLASS_NAMES, IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 from fmnist.errors import DataError, TrainingError
 from fmnist.files import atomic_path
 from fmnist.params import AugmentParams, TrainParams
 
 log = logging.getLogger(__name__)
 
-# Batches that one call into TensorFlow runs (compile's steps_per_execution). Keras's default of 1
-# costs a Python round trip per batch, longer than a small batch itself takes to compute; the
-# batches, their order and so the trained weights are the same either way.
+# Batches per call into TensorFlow: Keras's default of 1 costs a Python round trip per batch,
+# longer than a small batch takes; the trained weights are the same either way.
 STEPS_PER_EXECUTION = 64
 
 
@@ -95,7 +94,7 @@ def build_model(params: TrainParams) -> keras.Model:
 def _build_layers(params: TrainParams) -> keras.Model:
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     x = keras.layers.Rescaling(1 / 255, name="scale_pixels")(inputs)
-    x = keras.layers.Reshape((*IMAGE_SHAPE, 1), name="add_channel")(x)
+    x = keras.layers.Reshape((*IMAGE_SIZE, CHANNELS), name="add_channel")(x)
     x = _augment(x, params.augment)
     if params.model == "cnn":
         cnn = params.cnn

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from fmnist import IMAGE_SHAPE
 from fmnist.cli import QUOTE_LIMIT, run_stage
+from fmnist.dataset import CHANNELS, IMAGE_SIZE
 from fmnist.errors import DataError, PipelineError
 
 log = logging.getLogger("predict")
@@ -109,7 +109,7 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     square = np.zeros((side, side), dtype=np.float32)
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = item
-    resized = Image.fromarray(square).resize(IMAGE_SHAPE[::-1], Image.Resampling.LANCZOS)
+    resized = Image.fromarray(square).resize(IMAGE_SIZE[::-1], Image.Resampling.LANCZOS)
     # Lanczos overshoots a little at sharp edges.
     return np.clip(np.rint(np.asarray(resized)), 0, 255).astype(np.uint8)
 
@@ -119,7 +119,11 @@ def read_picture(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            return to_fashion_mnist(image)
+            if CHANNELS == 1:
+                return to_fashion_mnist(image)
+            # A colour data set's pictures are taken as they are, only resized.
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            return np.asarray(image.resize(IMAGE_SIZE[::-1], Image.Resampling.LANCZOS))
     except FileNotFoundError:
         raise DataError(f"{path}: not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:

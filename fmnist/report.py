@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmnist import CLASS_NAMES
 from fmnist.cli import summarize_error
+from fmnist.dataset import CLASS_NAMES, NAME
 from fmnist.errors import DataError
 from fmnist.files import read_json
 from fmnist.params import Params
@@ -171,7 +171,7 @@ def render_report(
     epoch = kept_epoch
     kept = history.iloc[epoch - 1]
     lines = [
-        "# Fashion-MNIST report",
+        f"# {NAME} report",
         "",
         f"{describe_model(params)} Split `{params.split.method}`: {sizes} images; "
         f"seed {params.seed}.",

@@ -13,11 +13,8 @@ from typing import NoReturn
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# What TensorFlow's C++ code prints on every start whatever TF_CPP_MIN_LOG_LEVEL says: it logs
-# before absl's logging is set up, and that path ignores the level. Nothing a user can act on:
-# absl's notice itself, information lines (I0000 ...) such as oneDNN's, the list of CPU
-# instructions it was not built for, and one error line about a graph attribute that only a
-# newer TensorFlow knows (E0000 ... NodeDef mentions attribute ...).
+# What TensorFlow's C++ code prints on every start whatever TF_CPP_MIN_LOG_LEVEL says (it logs
+# before absl's logging is set up): nothing a user can act on.
 TENSORFLOW_NOISE = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog\(\)|I0000 |"
     rb"To enable the following instructions|E0000 .*NodeDef mentions attribute"

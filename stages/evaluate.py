@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmnist import CLASS_NAMES
 from fmnist.cli import run_stage
 from fmnist.data import load_split
+from fmnist.dataset import CLASS_NAMES
 from fmnist.evaluation import class_scores, classification_metrics, confused_pairs, confusion
 from fmnist.files import write_json, write_text
 from stages import exit_now, filter_tensorflow_noise
@@ -41,6 +41,9 @@ def main() -> None:
         {
             "actual": names[test.labels].to_numpy(),
             "predicted": names[predicted].to_numpy(),
+            # Label numbers, by which DVC's confusion matrix orders its rows and columns.
+            "actual_label": test.labels,
+            "predicted_label": predicted,
             # The model's confidence in its answer: the report shows its surest mistakes.
             "probability": probabilities.max(1).round(4),
         }

@@ -1,8 +1,8 @@
-"""Fetch stage: put the four Fashion-MNIST files, decompressed and verified, in ``--out``.
+"""Fetch stage: put the data set's files, decompressed and verified, in ``--out``.
 
-Run from the repository root:
-``python -m stages.fetch --checksums fmnist/fashion-mnist.sha256 --out data/raw``. The sources,
-the timeout and the number of attempts come from the ``fetch`` section of params.yaml.
+Run from the repository root: ``python -m stages.fetch --out data/raw``. The sources, the timeout
+and the number of attempts come from the ``fetch`` section of params.yaml; the files and their
+checksums from fmnist/dataset.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from fmnist.cli import run_stage
-from fmnist.fetch import fetch_dataset, read_checksums
+from fmnist.fetch import fetch_dataset
 from fmnist.params import load_params
 from stages import exit_now
 
@@ -19,20 +19,10 @@ from stages import exit_now
 def main() -> None:
     """Fetch the data set into the directory given by ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--checksums", type=Path, required=True, help="SHA-256 of each file (sha256sum format)"
-    )
     parser.add_argument("--out", type=Path, required=True, help="directory for the raw files")
     arguments = parser.parse_args()
-    params = load_params()
-    checksums = read_checksums(arguments.checksums)
-    fetch_dataset(
-        params.fetch.sources,
-        arguments.out,
-        checksums,
-        timeout=params.fetch.timeout,
-        attempts=params.fetch.attempts,
-    )
+    params = load_params().fetch
+    fetch_dataset(params.sources, arguments.out, timeout=params.timeout, attempts=params.attempts)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from fmnist import CLASS_NAMES, RAW_FILES
 from fmnist.cli import run_stage
 from fmnist.data import Split, save_split, summarize
+from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE, NAME, RAW_FILES
 from fmnist.files import empty_directory, write_json
 from fmnist.idx import read_split
 from fmnist.plots import plot_image_grid, save_figure
@@ -30,14 +30,14 @@ def main() -> None:
     out = empty_directory(args.out)
     for name, split in splits.items():
         save_split(out / f"{name}.npz", split)
-        log.info("%s: %s images of 28x28", name, f"{len(split.labels):,}")
+        log.info("%s: %s images of %s", name, f"{len(split.labels):,}", IMAGE_SHAPE)
     write_json(args.summary, {name: summarize(split) for name, split in splits.items()})
 
     first = splits["train"]
     grid = plot_image_grid(
         first.images[:25],
         [CLASS_NAMES[label] for label in first.labels[:25]],
-        title="Fashion-MNIST: the first 25 training images",
+        title=f"{NAME}: the first 25 training images",
     )
     save_figure(grid, args.samples)
 

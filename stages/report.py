@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist import CLASS_NAMES
 from fmnist.cli import run_stage
 from fmnist.data import load_split
+from fmnist.dataset import CLASS_NAMES
 from fmnist.evaluation import confusion
 from fmnist.files import read_json, refuse_links_out, write_text
 from fmnist.params import load_params

@@ -10,19 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist import IMAGE_SHAPE, NUM_CLASSES, RAW_FILES
-from fmnist.fetch import DEBIAN_DIRECTORY
+from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, RAW_FILES
 from fmnist.idx import encode_idx
 from fmnist.params import TrainParams, load_params
 from tests.helpers import dvc, git, make_pipeline_repository
-from tools.workspace import REPOSITORY_ROOT
+from tools.workspace import REPOSITORY_ROOT, STAGES, stages_run
 
 
 def debian_data() -> Path:
     """Debian's copy of Fashion-MNIST (dataset-fashion-mnist): skip the calling test where it is
     missing, fail it under CI, which must run the real-data tests.
     """
-    directory = Path(DEBIAN_DIRECTORY)
+    directory = Path("/usr/share/datasets/fashion-mnist")
     if not directory.is_dir():
         message = f"{directory} is missing: sudo apt-get install dataset-fashion-mnist"
         if os.environ.get("CI"):
@@ -43,8 +42,9 @@ def make_images(labels: np.ndarray, seed: int) -> np.ndarray:
 
 def write_synthetic_source(
     directory: Path, train_per_class: int = 40, test_per_class: int = 10
-) -> dict[str, str]:
-    """Write the four IDX files, gzipped, to ``directory``; return their SHA-256 by name."""
+) -> dict[str, tuple[int, str]]:
+    """Write the four IDX files, gzipped, to ``directory``; return their size and SHA-256 by
+    name, as fmnist.dataset.CHECKSUMS holds them."""
     directory.mkdir(parents=True, exist_ok=True)
     sha256 = {}
     counts = {"train": train_per_class, "test": test_per_class}
@@ -54,12 +54,12 @@ def write_synthetic_source(
         for name, array in ((images_name, make_images(labels, seed)), (labels_name, labels)):
             payload = encode_idx(array)
             (directory / f"{name}.gz").write_bytes(gzip.compress(payload, mtime=0))
-            sha256[name] = hashlib.sha256(payload).hexdigest()
+            sha256[name] = (len(payload), hashlib.sha256(payload).hexdigest())
     return sha256
 
 
 @pytest.fixture(scope="session")
-def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A directory of small synthetic IDX files and their checksums, shared by the session."""
     directory = tmp_path_factory.mktemp("synthetic-fashion-mnist")
     return directory, write_synthetic_source(directory)
@@ -81,7 +81,7 @@ def make_train_params(**overrides: object) -> TrainParams:
 
 @pytest.fixture(scope="session")
 def baseline_repository(
-    tmp_path_factory: pytest.TempPathFactory, synthetic_source: tuple[Path, dict[str, str]]
+    tmp_path_factory: pytest.TempPathFactory, synthetic_source: tuple[Path, dict]
 ) -> Path:
     """A pipeline repository on synthetic data with its first `dvc repro` committed on main.
 
@@ -89,7 +89,30 @@ def baseline_repository(
     """
     source, sha256 = synthetic_source
     root = make_pipeline_repository(tmp_path_factory.mktemp("baseline"), source, sha256)
-    dvc("repro", cwd=root)
+    first = dvc("repro", cwd=root)
+    assert stages_run(first.stdout) == set(STAGES)
     git("add", "-A", cwd=root)
     git("commit", "-q", "-m", "baseline run", cwd=root)
     return root
+
+
+# The longest end-to-end tests first, so that parallel workers do not wait on one at the end;
+# `make test` gives each worker whole files (`--dist loadfile`), so a module's fixtures are made
+# once.
+LONGEST_FIRST = (
+    "test_docs.py",
+    "test_sharing.py",
+    "test_first_hour.py",
+    "test_study.py",
+    "test_experiments.py",
+    "test_your_own_data.py",
+    "test_pipeline.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order

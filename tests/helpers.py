@@ -6,11 +6,12 @@ real one with the data source pointed at small synthetic IDX files and a tiny ne
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 from tools.dvc_cli import dvc_command
-from tools.workspace import command_environment, make_template
+from tools.workspace import REPOSITORY_ROOT, command_environment, make_template
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -43,7 +44,7 @@ def declared_outputs(dvc_yaml: dict) -> list[str]:
     ]
 
 
-def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -> Path:
+def make_pipeline_repository(root: Path, source: Path, checksums: dict) -> Path:
     """A git + DVC repository at ``root`` holding this pipeline, configured for ``source``.
 
     One commit on ``main``; nothing has run yet.
@@ -55,4 +56,24 @@ def make_pipeline_repository(root: Path, source: Path, sha256: dict[str, str]) -
         "train.batch_size": 32,
         "report.misclassified": 5,
     }
-    return make_template(root, changes, sha256)
+    return make_template(root, changes, CHECKSUMS=checksums)
+
+
+SHELL_BLOCK = re.compile(
+    r"(?:<!-- skip: (?P<skip>.*?) -->\n)?```bash\n(?P<script>.*?)```", re.DOTALL
+)
+# The environment is set up already: `make` runs its target without `make setup`.
+PREAMBLE = 'set -euo pipefail\nmake() { command make -o setup "$@"; }\n'
+
+
+def shell_blocks(document: str) -> list[tuple[str | None, str]]:
+    """Each ```bash block of the repository's ``document`` with the reason it is skipped, if
+    a ``<!-- skip: REASON -->`` line marks it."""
+    text = (REPOSITORY_ROOT / document).read_text(encoding="utf-8")
+    return [(match["skip"], match["script"]) for match in SHELL_BLOCK.finditer(text)]
+
+
+def run_block(script: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a documented shell block with bash as a user would paste it, stopping at the first
+    failing command."""
+    return run(["bash", "-c", PREAMBLE + script], cwd, check)

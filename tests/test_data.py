@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist import CLASS_NAMES, NUM_CLASSES
 from fmnist.data import (
     Split,
     class_counts,
@@ -18,6 +17,7 @@ from fmnist.data import (
     split_indices,
     summarize,
 )
+from fmnist.dataset import CLASS_NAMES, NUM_CLASSES
 from fmnist.errors import DataError
 from fmnist.params import SplitParams
 

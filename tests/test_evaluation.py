@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, log_loss
 
-from fmnist import CLASS_NAMES
+from fmnist.dataset import CLASS_NAMES
 from fmnist.evaluation import (
     class_scores,
     classification_metrics,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -24,7 +22,7 @@ from fmnist.model import (
     seed_everything,
     train_model,
 )
-from tests.conftest import REPOSITORY_ROOT, make_train_params
+from tests.conftest import make_train_params
 
 PARAMS = make_train_params(
     model="dense",
@@ -434,27 +432,3 @@ def test_without_early_stopping_the_last_epoch_is_kept() -> None:
     history = {"loss": [3.0, 2.0, 1.0], "val_loss": [1.0, 2.0, 3.0]}
 
     assert kept_epoch(history, PARAMS) == 3
-
-
-def test_saving_the_same_model_in_two_processes_gives_identical_bytes(tmp_path: Path) -> None:
-    # Keras stamps the save time and Python object ids into the archive; save_model removes
-    # them, so dvc.lock records the same hash for the same weights.
-    script = (
-        "import sys, stages\n"
-        "from fmnist.model import build_model, save_model, seed_everything\n"
-        "from tests.conftest import make_train_params\n"
-        "seed_everything(0)\n"
-        "save_model(build_model(make_train_params(hidden_units=[8])), sys.argv[1])\n"
-    )
-    paths = [tmp_path / "first.keras", tmp_path / "second.keras"]
-    for path in paths:
-        subprocess.run(
-            [sys.executable, "-c", script, str(path)],
-            cwd=REPOSITORY_ROOT,
-            check=True,
-            capture_output=True,
-        )
-
-    assert paths[0].read_bytes() == paths[1].read_bytes()
-    loaded = load_model(paths[0])
-    assert loaded.output_shape == (None, 10)

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist import CLASS_NAMES, RAW_FILES
 from fmnist.data import Split, save_split
-from fmnist.errors import DataError
+from fmnist.dataset import CLASS_NAMES, RAW_FILES
+from fmnist.errors import DataError, PipelineError
 from fmnist.export import compare_predictions
 from fmnist.idx import read_split
 from fmnist.predict import describe, format_result, read_picture, to_fashion_mnist, top_classes
+from fmnist.predict import main as predict_main
 from tests.conftest import REPOSITORY_ROOT, debian_data, make_train_params
 
 # Real test images made into photos; 300 keep the run short yet the accuracy within 3 points.
@@ -241,7 +242,9 @@ def test_the_class_names_travel_inside_the_model_file(small_model: Path, tmp_pat
         read_class_names(tmp_path / "missing.keras")
 
 
-def test_json_has_one_object_per_picture_in_input_order(small_model: Path, tmp_path: Path) -> None:
+def test_json_has_one_object_per_picture_in_input_order(
+    small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     pictures = {
         "rgb.png": rgb(DARK_ON_WHITE),
         "gray.jpg": Image.fromarray(DARK_ON_WHITE),
@@ -251,10 +254,11 @@ def test_json_has_one_object_per_picture_in_input_order(small_model: Path, tmp_p
         picture.save(tmp_path / name)
     names = [str(tmp_path / name) for name in pictures]
 
-    result = run_module("fmnist.predict", "--model", small_model, "--json", *names)
+    monkeypatch.setattr(sys, "argv", ["predict", "--model", str(small_model), "--json", *names])
 
-    assert result.returncode == 0, result.stderr
-    objects = json.loads(result.stdout)
+    predict_main()  # in this process: TensorFlow is loaded already
+
+    objects = json.loads(capsys.readouterr().out)
     assert [entry["image"] for entry in objects] == names
     for entry in objects:
         assert list(entry) == ["image", "class", "probability", "top3"]
@@ -267,25 +271,28 @@ def test_json_has_one_object_per_picture_in_input_order(small_model: Path, tmp_p
 
 
 def test_a_broken_file_is_named_and_the_others_still_classified(
-    small_model: Path, tmp_path: Path
+    small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     first, second, broken = tmp_path / "first.png", tmp_path / "second.jpg", tmp_path / "bad.png"
     rgb(DARK_ON_WHITE).save(first)
     rgb(DARK_ON_WHITE).save(second)
     broken.write_bytes(b"not a picture")
 
-    result = run_module("fmnist.predict", "--model", small_model, first, broken, second)
+    arguments = [str(path) for path in (first, broken, second)]
+    monkeypatch.setattr(sys, "argv", ["predict", "--model", str(small_model), *arguments])
 
-    assert result.returncode == 1
-    lines = result.stdout.splitlines()
+    with pytest.raises(PipelineError) as raised:
+        predict_main()
+
+    lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[0] for line in lines] == [str(first), str(second)]
     names = "|".join(re.escape(name) for name in CLASS_NAMES)
     percent = r"\d+\.\d%"
     pattern = rf"({names}) {percent} \(then ({names}) {percent}, ({names}) {percent}\)"
     assert re.fullmatch(rf"{re.escape(str(first))}: {pattern}", lines[0]), lines[0]
-    errors = [line for line in result.stderr.splitlines() if str(broken) in line]
-    assert len(errors) == 1 and errors[0].startswith("predict: error: ")
-    assert "Traceback" not in result.stderr
+    assert str(raised.value).splitlines() == [
+        f"{broken}: not a picture that can be read (cannot identify image file {str(broken)!r})"
+    ]
 
 
 def test_a_bfloat16_model_is_exported_computing_in_float32() -> None:
@@ -358,13 +365,11 @@ def test_photographed_items_are_classified_about_as_well_as_the_test_set(
             photo.save(path, file_format, **({"quality": 90} if file_format == "JPEG" else {}))
             paths[file_format].append(str(path))
 
-    result = run_module(
-        "fmnist.predict", "--model", model_path, "--json", *paths["JPEG"], *paths["PNG"]
-    )
+    model = load_model(model_path)
+    pictures = np.stack([read_picture(path) for path in paths["JPEG"] + paths["PNG"]])
 
-    assert result.returncode == 0, result.stderr
-    predicted = [CLASS_NAMES.index(entry["class"]) for entry in json.loads(result.stdout)]
-    raw = float((predict_probabilities(load_model(model_path), images).argmax(1) == labels).mean())
+    predicted = predict_probabilities(model, pictures).argmax(1)
+    raw = float((predict_probabilities(model, images).argmax(1) == labels).mean())
     jpeg = float((np.array(predicted[:PHOTO_COUNT]) == labels).mean())
     png = float((np.array(predicted[PHOTO_COUNT:]) == labels).mean())
     print(f"accuracy on {PHOTO_COUNT} test images: raw {raw:.4f}, JPEG {jpeg:.4f}, PNG {png:.4f}")

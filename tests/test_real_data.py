@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fmnist import CLASS_NAMES, RAW_FILES
 from fmnist.data import Split, split_data
-from fmnist.fetch import fetch_dataset, read_checksums
+from fmnist.dataset import CLASS_NAMES, RAW_FILES
+from fmnist.fetch import fetch_dataset
 from fmnist.idx import read_split
 from fmnist.params import load_params
 from tests.conftest import REPOSITORY_ROOT, debian_data, make_train_params
@@ -24,7 +24,7 @@ def real_splits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Split]:
     debian = debian_data()
     params = load_params(REPOSITORY_ROOT / "params.yaml")
     raw = tmp_path_factory.mktemp("raw")
-    fetch_dataset([str(debian)], raw, read_checksums(), timeout=1, attempts=1)
+    fetch_dataset([str(debian)], raw, timeout=1, attempts=1)
     train, test = (
         Split(*read_split(raw / images, raw / labels)) for images, labels in RAW_FILES.values()
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist import CLASS_NAMES
+from fmnist.dataset import CLASS_NAMES
 from fmnist.errors import DataError
 from fmnist.params import Params, load_params
 from fmnist.plots import error_shares, plot_confusion, plot_curves, plot_image_grid, save_figure

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import dvc, git, run
+from tests.helpers import dvc, git, run, run_block, shell_blocks
 from tools.review import (
     CLASS_METRICS,
     CLASSES_FILE,
@@ -23,7 +23,7 @@ from tools.review import (
     plot_sections,
     slug,
 )
-from tools.workspace import copy_workspace, set_params, stages_run
+from tools.workspace import copy_workspace, stages_run
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}
@@ -162,20 +162,17 @@ def test_an_earlier_review_may_be_replaced_but_nothing_else(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory, baseline_repository: Path) -> Path:
-    """The baseline repository with a branch that ran and committed a sigmoid activation."""
+    """The baseline repository after docs/reviewing.md's block: a branch that ran and committed
+    a sigmoid activation, and its review against main."""
     repository = copy_workspace(baseline_repository, tmp_path_factory.mktemp("review") / "repo")
-    git("checkout", "-q", "-b", "sigmoid", cwd=repository)
-    set_params(repository, {"train.activation": "sigmoid"})
-    assert stages_run(dvc("repro", cwd=repository).stdout) == {"train", "evaluate", "report"}
-    git("add", "-A", cwd=repository)
-    git("commit", "-q", "-m", "sigmoid", cwd=repository)
+    ((_, block),) = shell_blocks("docs/reviewing.md")
+    assert stages_run(run_block(block, repository).stdout) == {"train", "evaluate", "report"}
     return repository
 
 
 @pytest.fixture(scope="module")
 def report(experiment: Path) -> str:
     """The review of the workspace (the branch as committed) against main."""
-    run([sys.executable, "-m", "tools.review", "--base", "main"], experiment)
     assert "review/" in (experiment / ".gitignore").read_text()
     return (experiment / "review" / "report.md").read_text()
 

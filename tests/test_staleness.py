@@ -195,20 +195,3 @@ def test_a_param_edit_on_a_fresh_clone_names_the_stages_and_the_param(clone: Pat
         "train: params.yaml: train modified",
         "report: params.yaml: train modified",
     ]
-
-
-@pytest.mark.slow
-def test_a_stage_run_alone_leaves_the_next_stale_on_a_fresh_clone(
-    baseline_repository: Path, tmp_path: Path
-) -> None:
-    repository = copy_workspace(baseline_repository, tmp_path / "repo")
-    set_params(repository, {"train.epochs": 3})
-    assert stages_run(dvc("repro", "--single-item", "train", cwd=repository).stdout) == {"train"}
-    git("commit", "-q", "-am", "train alone", cwd=repository)
-    git("clone", "-q", str(repository), str(tmp_path / "clone"), cwd=tmp_path)
-
-    status, output = check(tmp_path / "clone")
-
-    assert status == 1
-    # dvc.lock records another model.keras for train than the one evaluate read.
-    assert "evaluate: models/model.keras modified upstream since evaluate ran" in stale(output)

@@ -1,22 +1,16 @@
-"""The study runner: experiments.yaml, the dvc commands it builds, the README table."""
+"""The study runner: experiments.yaml, the dvc commands it builds, the docs' table."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from dvc.repo import Repo
 
-from fmnist.errors import PipelineError
+from fmnist.errors import ParamsError, PipelineError
 from fmnist.params import parse_params
 from tests.conftest import REPOSITORY_ROOT
 from tests.helpers import dvc, git, run
@@ -25,17 +19,17 @@ from tools.study import (
     TABLE_END,
     TABLE_START,
     Experiment,
+    check_params,
     choose_experiments,
     latest_results,
     load_experiments,
     read_times,
     render_table,
     run_command,
-    stalled_error,
     sweep_experiments,
     update_readme,
 )
-from tools.workspace import command_environment, copy_workspace
+from tools.workspace import copy_workspace
 
 
 def apply_sets(document: dict, arguments: list[str]) -> dict:
@@ -74,6 +68,7 @@ def test_every_repository_experiment_gives_valid_params() -> None:
     for experiment in experiments:
         document = apply_sets(json.loads(json.dumps(base)), set_arguments(experiment.params))
         parse_params(document, experiment.name)
+        check_params(experiment)  # the check make exp runs before DVC, from the repository root
 
 
 def test_the_study_experiments_are_all_there() -> None:
@@ -121,7 +116,7 @@ def test_a_sweep_is_one_experiment_per_combination_named_as_dvc_names_them() -> 
         *("dvc", "exp", "run", "-n", "lr-3"),
         *("-S", "train.learning_rate=0.01", "-S", "train.batch_size=64"),
     ]
-    assert len({experiment.settings for experiment in experiments}) == 4
+    assert len({str(experiment.params) for experiment in experiments}) == 4
 
 
 def test_a_sweep_that_dvc_cannot_parse_is_one_line_naming_it() -> None:
@@ -130,34 +125,6 @@ def test_a_sweep_that_dvc_cannot_parse_is_one_line_naming_it() -> None:
     assert "\n" not in str(raised.value)
     with pytest.raises(PipelineError, match="no `key=value,value`"):
         sweep_experiments("  ", "sweep")
-
-
-def test_plan_prints_the_names_for_a_matrix(tmp_path: Path) -> None:
-    plan = [sys.executable, "-m", "tools.study", "plan"]
-
-    named = run([*plan, "study-relu", "cnn-best"], REPOSITORY_ROOT)
-    no_file = [sys.executable, "-m", "tools.study", "--file", str(tmp_path / "none.yaml"), "plan"]
-    swept = run([*no_file, "--sweep", "train.epochs=1,2", "--prefix", "ci-7"], REPOSITORY_ROOT)
-    unknown = run([*plan, "study-rleu"], REPOSITORY_ROOT, check=False)
-
-    assert json.loads(named.stdout) == ["study-relu", "cnn-best"]
-    assert json.loads(swept.stdout) == ["ci-7-1", "ci-7-2"]  # no experiments.yaml needed
-    assert unknown.returncode == 1
-    assert "unknown experiments study-rleu" in unknown.stderr
-
-
-def test_stalled_error_names_the_tasks_and_how_to_clear_them() -> None:
-    tasks = [
-        {"rev": "0123456789", "name": "relu", "status": "Running"},
-        {"rev": "abcdef0123", "name": None, "status": "Queued"},
-    ]
-
-    message = str(stalled_error(tasks))
-
-    assert "no DVC queue worker is alive" in message
-    assert "  relu: running\n  abcdef0: queued" in message
-    assert "`dvc queue kill relu`" in message and "`dvc queue remove relu`" in message
-    assert "`dvc queue start` runs them, `dvc queue remove abcdef0` drops them" in message
 
 
 def test_load_experiments_rejects_unknown_fields(tmp_path: Path) -> None:
@@ -239,6 +206,15 @@ def test_update_readme_without_markers_is_an_error(tmp_path: Path) -> None:
         update_readme(readme, "| new |")
 
 
+def test_a_misspelt_value_is_refused_before_dvc_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPOSITORY_ROOT)
+
+    with pytest.raises(ParamsError, match=r"train.activation: Input should be .*'sigmod'"):
+        check_params(Experiment("typo", "Typo", {"train.activation": "sigmod"}))
+    with pytest.raises(ParamsError, match=r"train.activaton: unknown key \(did you mean"):
+        check_params(Experiment("typo", "Typo", {"train.activaton": "relu"}))
+
+
 def study_repository(template: Path, target: Path, experiments: dict[str, dict]) -> Path:
     """A copy of the pipeline repository ``template`` whose experiments.yaml (committed) holds
     ``experiments``.
@@ -250,158 +226,34 @@ def study_repository(template: Path, target: Path, experiments: dict[str, dict])
     return repository
 
 
-def study(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "tools.study", *arguments], cwd, check)
-
-
-def running_experiment(repository: Path, timeout: float = 180) -> tuple[int, int]:
-    """The process ids of a queue worker and of the experiment it runs, once one runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with Repo(repository) as repo:
-            queue = repo.experiments.celery_queue
-            for tasks in queue.worker_status().values():
-                for task in tasks:
-                    experiment = queue.proc.get(task["args"][0]["stash_rev"])
-                    if experiment:
-                        return task["worker_pid"], experiment.pid
-        time.sleep(1)
-    raise AssertionError(f"no queued experiment started within {timeout:.0f} s")
-
-
-def wait_for_exit(process_id: int, timeout: float = 180) -> None:
-    """Wait until the process ``process_id``, not a child of this one, has ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(process_id, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(1)
-
-
 @pytest.mark.slow
-def test_exp_runs_one_experiment_in_the_workspace(
-    baseline_repository: Path, tmp_path: Path
-) -> None:
-    params = {"train.epochs": 1, "train.hidden_units": [8]}
-    repository = study_repository(
-        baseline_repository, tmp_path / "repository", {"tiny": {"title": "Tiny", "params": params}}
-    )
-
-    study("exp", "tiny", cwd=repository)
-    # Running it again replaces the first run instead of failing on the name in use.
-    study("exp", "tiny", cwd=repository)
-
-    train = yaml.safe_load((repository / "params.yaml").read_text())["train"]
-    assert (train["epochs"], train["hidden_units"]) == (1, [8])
-    evaluation = json.loads((repository / "metrics" / "evaluate.json").read_text())
-    training = json.loads((repository / "metrics" / "train" / "metrics.json").read_text())
-    assert 0 <= evaluation["accuracy"] <= 1 and training["step"] == 1  # one epoch
-    results = latest_results(dvc("exp", "show", "--json", cwd=repository).stdout)
-    assert list(results) == ["tiny"]
-    metrics = results["tiny"]["metrics"]["metrics/train/metrics.json"]["data"]
-    assert metrics["eval"]["accuracy"] == training["eval"]["accuracy"]
-
-
-@pytest.mark.slow
-def test_runner_queues_runs_and_tabulates_experiments(
+def test_the_queue_runs_every_experiment_and_fails_naming_a_failed_one(
     baseline_repository: Path, tmp_path: Path
 ) -> None:
     repository = study_repository(
         baseline_repository,
         tmp_path / "repository",
         {
-            "tiny-relu": {
-                "title": "ReLU",
-                "params": {"train.activation": "relu", "train.epochs": 1},
-            },
             "tiny-sigmoid": {
                 "title": "Sigmoid",
                 "reported": "55.2% test",
-                "params": {
-                    "train.activation": "sigmoid",
-                    "train.hidden_units": [8],
-                    "train.epochs": 1,
-                },
+                "params": {"train.activation": "sigmoid", "train.epochs": 1},
+            },
+            # Valid params, but a source that does not exist: the fetch stage fails at once.
+            "tiny-fails": {
+                "title": "Fails",
+                "params": {"fetch.sources": ["/nonexistent/fashion-mnist"]},
             },
         },
     )
+    study = [sys.executable, "-m", "tools.study"]
 
-    study("run", "--jobs", "2", cwd=repository)
+    result = run([*study, "run", "--jobs", "2"], repository, check=False)
 
-    results = latest_results(dvc("exp", "show", "--json", "-A", cwd=repository).stdout)
-    assert set(results) == {"tiny-relu", "tiny-sigmoid"}
-    sigmoid_params = results["tiny-sigmoid"]["params"]["params.yaml"]["data"]["train"]
-    assert (sigmoid_params["activation"], sigmoid_params["hidden_units"]) == ("sigmoid", [8])
-    for result in results.values():
-        assert 0 <= result["metrics"]["metrics/evaluate.json"]["data"]["accuracy"] <= 1
-    # The validation curves of both experiments overlay in one plot.
-    plots = json.loads(
-        dvc("plots", "diff", "tiny-relu", "tiny-sigmoid", "--json", cwd=repository).stdout
-    )
-    validation_loss = plots["data"]["metrics/train/plots/metrics/eval/loss.tsv"]
-    assert set(validation_loss[0]["revisions"]) == {"tiny-relu", "tiny-sigmoid"}
-    table = study("table", cwd=repository).stdout
-    # Both measured columns (test, validation) are filled from the runs' metrics.
-    assert re.search(r"\| Sigmoid \| 55\.2% test \| [\d.]+% \| [\d.]+% \|", table), table
-
-
-@pytest.mark.slow
-def test_runner_refuses_a_queue_that_no_worker_runs(
-    baseline_repository: Path, tmp_path: Path
-) -> None:
-    repository = study_repository(
-        baseline_repository,
-        tmp_path / "repository",
-        {"tiny": {"title": "Tiny", "params": {"train.epochs": 1}}},
-    )
-    dvc("exp", "run", "--queue", "-n", "left-over", "-S", "train.epochs=1", cwd=repository)
-
-    started = time.monotonic()
-    result = study("run", cwd=repository, check=False)
-
-    assert result.returncode == 1 and time.monotonic() - started < 60
-    assert "no DVC queue worker is alive" in result.stderr
-    assert "  left-over: queued" in result.stderr
-    assert "`dvc queue remove left-over` drops them" in result.stderr
-    with Repo(repository) as repo:
-        assert [task["name"] for task in repo.experiments.celery_queue.status()] == ["left-over"]
-
-
-@pytest.mark.slow
-def test_runner_stops_when_the_worker_dies(baseline_repository: Path, tmp_path: Path) -> None:
-    repository = study_repository(
-        baseline_repository,
-        tmp_path / "repository",
-        {"tiny": {"title": "Tiny", "params": {"train.epochs": 1}}},
-    )
-    output = tmp_path / "study.log"
-    with output.open("w") as log_file:
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "tools.study", "run"],
-            cwd=repository,
-            env=command_environment(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    experiment_id = None
-    try:
-        worker_id, experiment_id = running_experiment(repository)
-        # The worker dies as under the out-of-memory killer; its experiment runs on, orphaned.
-        os.kill(worker_id, signal.SIGKILL)
-        killed = time.monotonic()
-        returncode = runner.wait(timeout=120)
-        waited = time.monotonic() - killed
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
-        if experiment_id is not None:
-            wait_for_exit(experiment_id)
-
-    message = output.read_text()
-    assert returncode == 1, message
-    assert waited < 60, message
-    assert "no DVC queue worker is alive" in message and "  tiny: running" in message
-    assert "`dvc queue kill tiny`" in message
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "experiments failed: tiny-fails" in result.stderr
+    results = latest_results(dvc("exp", "show", "--json", cwd=repository).stdout)
+    sigmoid = results["tiny-sigmoid"]
+    assert sigmoid["params"]["params.yaml"]["data"]["train"]["activation"] == "sigmoid"
+    table = run([*study, "table"], repository).stdout
+    assert "| Sigmoid | 55.2% test | " in table and "| Fails | not reported | - | - |" in table

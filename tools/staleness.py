@@ -20,11 +20,8 @@ from fmnist.errors import PipelineError
 from fmnist.params import read_yaml_file
 from tools.dvc_cli import run_dvc_json
 
-# Why this wrapper exists: `dvc status` counts an output or dependency that is absent (not
-# pulled, not run) as a change, "deleted" or "not in cache", so on a fresh clone every stage
-# looks stale. Those entries are left out, as `dvc repro --allow-missing` leaves them out; that
-# command cannot replace this one: it does not say what changed, and its dry run fails once a
-# changed stage's input is absent.
+# `dvc status` counts absent data (not pulled, not run) as a change, so on a fresh clone every
+# stage looks stale; `dvc repro --allow-missing --dry` skips it but says not what changed.
 ABSENT = ("deleted", "not in cache")
 
 

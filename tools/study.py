@@ -1,65 +1,42 @@
-"""Run the study's experiments as named DVC experiments and tabulate their results.
+"""Run the named experiments of ``experiments.yaml`` as DVC experiments and tabulate them.
 
-``experiments.yaml`` names each experiment, the params it sets on top of params.yaml, and what
-the study reported for it.
+- ``exp NAME`` (``make exp``): ``dvc exp run -n NAME -S key=value ...`` in the workspace.
+- ``run [NAME ...]`` (``make study``): queue them, ``dvc exp run --run-all``, and fail naming
+  every experiment that did not succeed (DVC itself exits 0 then).
+- ``table [--readme FILE]``: the results table, from ``dvc exp show --json -A``.
+- ``plan [--sweep EXPR] [NAME ...]``: the names as a JSON array, for a CI matrix whose jobs each
+  run ``exp NAME [--sweep EXPR]``.
 
-- ``python -m tools.study exp NAME`` runs one of them in the workspace, in the foreground
-  (``dvc exp run -n NAME -S key=value ...``); its params and metrics stay in the workspace.
-- ``python -m tools.study run [NAME ...]`` queues them (``dvc exp run --queue -n NAME ...``),
-  starts DVC's queue workers (``dvc queue start``) and waits for the tasks, reading their states
-  as ``dvc queue status`` does.
-- ``python -m tools.study table`` rewrites the results table of docs/study.md from
-  ``dvc exp show --json``.
-- ``python -m tools.study plan [--sweep EXPR] [NAME ...]`` prints the names of the experiments
-  as a JSON array, for a CI matrix that runs each one on its own machine (``exp NAME``) and
-  pushes it (``dvc exp push origin NAME``): DVC's queue runs on one machine only. With
-  ``--sweep``, one name per combination of DVC's sweep syntax (``train.batch_size=64,128``),
-  numbered as ``dvc exp run --queue -n PREFIX`` numbers them; ``exp PREFIX-K --sweep EXPR``
-  runs combination K.
-
-``dvc exp run --run-all`` would wait too, but it waits without limit for each task's process
-to start and for its result, so a task whose worker died keeps it waiting for ever; and it exits
-0 when experiments failed. The wait here ends when the tasks have ended, or with an error naming
-the tasks that are queued or running while no worker is alive to run them.
+Every experiment's params are checked before DVC touches params.yaml or any output.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
-import os
 import re
 import shlex
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from dvc.repo import Repo
-from dvc.utils.cli_parse import to_path_overrides
-from dvc.utils.hydra import get_hydra_sweeps
 
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.files import write_text
-from fmnist.params import read_yaml_file
+from fmnist.params import PARAMS_FILE, parse_params, read_yaml, read_yaml_file
 from fmnist.report import format_percent, markdown_table
-from tools.dvc_cli import dvc_command, get_dotted, run_dvc, set_arguments
+from tools.dvc_api import expand_sweep
+from tools.dvc_cli import dvc_command, get_dotted, run_dvc, set_arguments, set_dotted
 
 log = logging.getLogger("study")
 
 EXPERIMENTS_FILE = Path("experiments.yaml")
 TIMES_FILE = Path("bench/accuracy.json")
-TABLE_START = "<!-- study-table:start -->"
-TABLE_END = "<!-- study-table:end -->"
+TABLE_START, TABLE_END = "<!-- study-table:start -->", "<!-- study-table:end -->"
 TEST_ACCURACY = ("metrics/evaluate.json", "accuracy")
 VALIDATION_ACCURACY = ("metrics/train/metrics.json", "eval.accuracy")
-PENDING_STATES = ("Queued", "Running")
-POLL_SECONDS = 5.0
-# A worker takes a few seconds to start and answers status requests within one; this long
-# without any answer while tasks wait means no worker is left to run them.
-NO_WORKER_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -71,21 +48,30 @@ class Experiment:
     """What the study reported for this setting, as text (for example "76.8% test")."""
     note: str = ""
     """Why the measured figure differs from the reported one, where that is known."""
-    settings: tuple[str, ...] = ()
-    """``key=value`` overrides as DVC's ``-S`` takes them, used instead of ``params``."""
 
 
-def load_experiments(path: str | os.PathLike[str] = EXPERIMENTS_FILE) -> list[Experiment]:
+def load_experiments(path: Path = EXPERIMENTS_FILE) -> list[Experiment]:
     """The experiments of ``path``, in file order; shared settings come from YAML anchors."""
-    path = Path(path)
-    document = read_yaml_file(path)
     experiments = []
-    for name, entry in (document.get("experiments") or {}).items():
+    for name, entry in (read_yaml_file(path).get("experiments") or {}).items():
         try:
             experiments.append(Experiment(name=name, **entry))
         except TypeError as error:
             raise PipelineError(f"{path}: experiment {name}: {error}") from None
     return experiments
+
+
+def sweep_experiments(expression: str, prefix: str) -> list[Experiment]:
+    """One experiment per combination of DVC's ``-S`` sweep syntax, named as
+    ``dvc exp run --queue -n PREFIX`` names them (PREFIX-1, PREFIX-2, ...)."""
+    return [
+        Experiment(
+            f"{prefix}-{index}",
+            " ".join(settings),
+            {key: read_yaml(value) for key, _, value in (s.partition("=") for s in settings)},
+        )
+        for index, settings in enumerate(expand_sweep(shlex.split(expression)), start=1)
+    ]
 
 
 def choose_experiments(experiments: list[Experiment], names: list[str]) -> list[Experiment]:
@@ -97,162 +83,82 @@ def choose_experiments(experiments: list[Experiment], names: list[str]) -> list[
     return [experiment for experiment in experiments if not names or experiment.name in names]
 
 
+def check_params(experiment: Experiment) -> None:
+    """Validate params.yaml with the experiment's overrides, as DVC would write them."""
+    document = copy.deepcopy(read_yaml_file(PARAMS_FILE))
+    for key, value in experiment.params.items():
+        try:
+            set_dotted(document, key, value)
+        except (KeyError, TypeError):
+            raise PipelineError(
+                f"{experiment.name}: {key}: no such section in params.yaml"
+            ) from None
+    parse_params(document, f"{PARAMS_FILE} with {experiment.name}'s values")
+
+
 def run_command(experiment: Experiment, queue: bool = False) -> list[str]:
     """``dvc exp run`` for ``experiment``: in the workspace, or into the queue."""
-    command = ["dvc", "exp", "run", "--queue"] if queue else ["dvc", "exp", "run"]
-    if experiment.settings:
-        overrides = [argument for setting in experiment.settings for argument in ("-S", setting)]
-    else:
-        overrides = set_arguments(experiment.params)
-    return [*command, "-n", experiment.name, *overrides]
+    command = ["dvc", "exp", "run", *(["--queue"] if queue else [])]
+    return [*command, "-n", experiment.name, *set_arguments(experiment.params)]
 
 
-def sweep_experiments(expression: str, prefix: str) -> list[Experiment]:
-    """One experiment per combination of ``expression``, DVC's ``-S`` sweep syntax (several
-    separated by spaces), named and ordered as ``dvc exp run --queue -n PREFIX`` would.
-    """
-    overrides = shlex.split(expression)
-    if not overrides:
-        raise PipelineError("--sweep: no `key=value,value` expression given")
-    try:
-        sweeps = get_hydra_sweeps(to_path_overrides(overrides))
-    except Exception as error:  # hydra's parser raises several kinds of its own
-        reason = str(error).strip().splitlines()[0]
-        raise PipelineError(f"--sweep {expression[:200]!r}: {reason}") from None
-    experiments = []
-    for index, sweep in enumerate(sweeps, start=1):
-        settings = tuple(setting for path_settings in sweep.values() for setting in path_settings)
-        name = f"{prefix}-{index}"
-        experiments.append(Experiment(name, " ".join(settings), {}, settings=settings))
-    return experiments
+def _runs(show_json: str) -> list[dict]:
+    """Every experiment run in ``dvc exp show --json`` output: name, state and data."""
+    runs = []
+    for entry in json.loads(show_json or "[]"):
+        for run in entry.get("experiments") or []:
+            revision = run["revs"][0]
+            state = (revision.get("executor") or {}).get("state")
+            data = revision.get("data") or {}
+            runs.append(
+                {"name": run.get("name"), "state": state, "error": revision.get("error"), **data}
+            )
+    return runs
 
 
 def remove_earlier_runs(names: list[str]) -> None:
     """Remove HEAD's experiments named ``names``: ``dvc exp run -n`` refuses a name in use."""
-    taken = {run["name"] for run in _all_runs(run_dvc("exp", "show", "--json"))}
+    taken = {run["name"] for run in _runs(run_dvc("exp", "show", "--json"))}
     earlier = [name for name in names if name in taken]
     if earlier:
         log.info("removing earlier runs of %s", ", ".join(earlier))
         run_dvc("exp", "remove", *earlier)
 
 
-def run_in_workspace(experiment: Experiment) -> None:
-    """Run ``experiment`` in the workspace, its output on this terminal, and keep its results."""
-    remove_earlier_runs([experiment.name])
-    command = run_command(experiment)
-    log.info("running %s: %s", experiment.name, shlex.join(command))
-    if subprocess.run(dvc_command(*command[1:])).returncode != 0:
-        raise PipelineError(f"experiment {experiment.name} failed (see the output above)")
-    log.info("%s: its params and metrics are in the workspace (`dvc exp show`)", experiment.name)
-
-
-def read_queue() -> tuple[list[dict], bool]:
-    """The queue's tasks, as ``dvc queue status`` lists them, and whether any worker is alive."""
-    with Repo() as repo:
-        queue = repo.experiments.celery_queue
-        return queue.status(), bool(queue.worker_status())
-
-
-def _task_name(task: dict) -> str:
-    return task["name"] or task["rev"][:7]
-
-
-def stalled_error(tasks: list[dict]) -> PipelineError:
-    """The error for ``tasks`` (``status()`` entries) queued or running with no worker alive."""
-    running = [_task_name(task) for task in tasks if task["status"] == "Running"]
-    queued = [_task_name(task) for task in tasks if task["status"] == "Queued"]
-    lines = ["no DVC queue worker is alive, but these experiment tasks wait for one:"]
-    lines += [f"  {_task_name(task)}: {task['status'].lower()}" for task in tasks]
-    lines.append("the workers' logs are .dvc/tmp/exps/celery/*.out")
-    if running:
-        names = " ".join(running)
-        lines.append(
-            f"running ones: `dvc queue kill {names}` stops their processes; called again, it "
-            f"marks them failed; then `dvc queue remove {names}` drops them"
-        )
-    if queued:
-        names = " ".join(queued)
-        lines.append(
-            f"queued ones: `dvc queue start` runs them, `dvc queue remove {names}` drops them"
-        )
-    return PipelineError("\n".join(lines))
-
-
-def wait_for_tasks(revisions: dict[str, str]) -> dict[str, str]:
-    """Wait until the tasks ``revisions`` (stash revision: name) have ended; their final states.
-
-    Raises PipelineError once some of them have waited ``NO_WORKER_SECONDS`` with no worker.
-    """
-    reported: dict[str, str] = {}
-    no_worker_since: float | None = None
-    while True:
-        tasks, worker_alive = read_queue()
-        ours = [task for task in tasks if task["rev"] in revisions]
-        for task in ours:
-            if reported.get(task["rev"]) != task["status"]:
-                log.info("%s: %s", _task_name(task), task["status"].lower())
-                reported[task["rev"]] = task["status"]
-        pending = [task for task in ours if task["status"] in PENDING_STATES]
-        if not pending:
-            return {revisions[revision]: state for revision, state in reported.items()}
-        if worker_alive:
-            no_worker_since = None
-        elif no_worker_since is None:
-            no_worker_since = time.monotonic()
-        elif time.monotonic() - no_worker_since >= NO_WORKER_SECONDS:
-            raise stalled_error(pending)
-        time.sleep(POLL_SECONDS)
-
-
-def run_queued(experiments: list[Experiment], jobs: int) -> None:
-    """Queue the experiments, run them ``jobs`` at a time and wait until all have ended."""
-    tasks, worker_alive = read_queue()
-    stalled = [task for task in tasks if task["status"] in PENDING_STATES]
-    if stalled and not worker_alive:
-        raise stalled_error(stalled)
+def run_experiments(experiments: list[Experiment], queue: bool, jobs: int = 1) -> None:
+    for experiment in experiments:
+        check_params(experiment)
     remove_earlier_runs([experiment.name for experiment in experiments])
+    if not queue:
+        (experiment,) = experiments
+        log.info("running %s: %s", experiment.name, shlex.join(run_command(experiment)))
+        if subprocess.run(dvc_command(*run_command(experiment)[1:])).returncode != 0:
+            raise PipelineError(f"experiment {experiment.name} failed (see the output above)")
+        return
     for experiment in experiments:
         log.info("queueing %s: %s", experiment.name, experiment.title)
         run_dvc(*run_command(experiment, queue=True)[1:])
-    queued_before = {task["rev"] for task in tasks}
-    revisions = {
-        task["rev"]: _task_name(task)
-        for task in read_queue()[0]
-        if task["rev"] not in queued_before
+    log.info("running the queue, %d at a time (`dvc queue logs -f NAME` follows one)", jobs)
+    subprocess.run(dvc_command("exp", "run", "--run-all", "--jobs", str(jobs)), check=False)
+    succeeded = {
+        run["name"]
+        for run in _runs(run_dvc("exp", "show", "--json"))
+        if run.get("metrics") and not run["error"] and run["state"] in (None, "success")
     }
-    started_at = time.monotonic()
-    # The workers outlive this process: they must not hold its output open.
-    worker_start = subprocess.run(
-        dvc_command("queue", "start", "-j", str(jobs)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if worker_start.returncode != 0:
-        raise PipelineError(f"`dvc queue start -j {jobs}` failed; see `dvc queue status`")
-    log.info("running %d at a time; follow one with `dvc queue logs -f NAME`", jobs)
-    states = wait_for_tasks(revisions)
-    failed = [name for name in revisions.values() if states.get(name) != "Success"]
+    failed = [e.name for e in experiments if e.name not in succeeded]
     if failed:
         raise PipelineError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
-    log.info("%d experiments succeeded in %.0f s", len(revisions), time.monotonic() - started_at)
-
-
-def _all_runs(show_json: str) -> list[dict]:
-    """Every experiment run in ``dvc exp show --json`` output, newest data per run."""
-    runs = []
-    for entry in json.loads(show_json):
-        for run in entry.get("experiments") or []:
-            revision = run["revs"][0]
-            if revision.get("data"):
-                runs.append({"name": run.get("name") or revision.get("name"), **revision["data"]})
-    return runs
 
 
 def latest_results(show_json: str) -> dict[str, dict]:
     """The most recent run of each experiment name: its params and metrics."""
     latest: dict[str, dict] = {}
-    for run in _all_runs(show_json):
-        if run["name"] not in latest or run["timestamp"] > latest[run["name"]]["timestamp"]:
+    for run in _runs(show_json):
+        if run["error"] or run["state"] not in (None, "success"):
+            continue
+        if run.get("timestamp") and (
+            run["name"] not in latest or run["timestamp"] > latest[run["name"]]["timestamp"]
+        ):
             latest[run["name"]] = run
     return latest
 
@@ -263,14 +169,6 @@ def metric_value(run: dict | None, path: str, key: str) -> float | None:
         return float(get_dotted(run["metrics"][path]["data"], key))
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else format_percent(value)
-
-
-def _duration(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def read_times(path: Path) -> dict[str, float]:
@@ -285,31 +183,25 @@ def read_times(path: Path) -> dict[str, float]:
 
 
 def render_table(
-    experiments: list[Experiment],
-    results: dict[str, dict],
-    seconds: dict[str, float] | None = None,
+    experiments: list[Experiment], results: dict[str, dict], seconds: dict[str, float]
 ) -> str:
-    """The results table: each experiment, the study's figure, the measured ones, the time of
-    ``make exp`` where ``seconds`` has it (``make bench``'s bench/accuracy.json), the command.
-    """
-    seconds = seconds or {}
+    """Each experiment, the study's figure, the measured ones, make bench's time, the command."""
     rows = []
     for experiment in experiments:
         run = results.get(experiment.name)
-        test = metric_value(run, *TEST_ACCURACY)
-        validation = metric_value(run, *VALIDATION_ACCURACY)
+        figures = [metric_value(run, *TEST_ACCURACY), metric_value(run, *VALIDATION_ACCURACY)]
+        time = seconds.get(experiment.name)
         rows.append(
             [
                 experiment.title,
                 experiment.reported or "not reported",
-                _percent(test),
-                _percent(validation),
-                _duration(seconds.get(experiment.name)),
+                *("-" if value is None else format_percent(value) for value in figures),
+                "-" if time is None else f"{time / 60:.1f} min",
                 f"`make exp NAME={experiment.name}`",
             ]
         )
-    header = ["experiment", "study reported", "measured test", "measured val"]
-    lines = markdown_table([*header, "time (2 cores)", "command"], rows, right=(2, 3, 4))
+    header = ["experiment", "study reported", "measured test", "measured val", "time (2 cores)"]
+    lines = markdown_table([*header, "command"], rows, right=(2, 3, 4))
     notes = [f"- **{e.title}**: {e.note}" for e in experiments if e.note]
     return "\n".join(lines + (["", *notes] if notes else []))
 
@@ -319,8 +211,7 @@ def update_readme(readme: Path, table: str) -> None:
     pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.DOTALL)
     if not pattern.search(text):
         raise PipelineError(f"{readme}: no {TABLE_START} ... {TABLE_END} markers to replace")
-    replacement = f"{TABLE_START}\n{table}\n{TABLE_END}"
-    write_text(readme, pattern.sub(lambda _: replacement, text))
+    write_text(readme, pattern.sub(lambda _: f"{TABLE_START}\n{table}\n{TABLE_END}", text))
 
 
 def main() -> None:
@@ -328,25 +219,21 @@ def main() -> None:
     parser.add_argument("--file", type=Path, default=EXPERIMENTS_FILE, help="experiments YAML")
     commands = parser.add_subparsers(dest="command", required=True)
     exp = commands.add_parser("exp", help="run one experiment in the workspace")
-    exp.add_argument("name", help="the experiment to run")
-    exp.add_argument("--dry-run", action="store_true", help="print the dvc command only")
+    exp.add_argument("names", nargs=1, metavar="name")
     plan = commands.add_parser("plan", help="print experiment names as JSON, for a CI matrix")
-    plan.add_argument("names", nargs="*", help="experiments (default: all)")
+    run = commands.add_parser("run", help="queue experiments, run the queue and wait for it")
+    run.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    for command in (plan, run):
+        command.add_argument("names", nargs="*", help="experiments (default: all)")
     for command in (exp, plan):
         command.add_argument("--sweep", help="DVC sweep expressions instead of experiments.yaml")
-        command.add_argument("--prefix", default="sweep", help="sweep names: PREFIX-1, ... (sweep)")
-    run = commands.add_parser("run", help="queue experiments, run the queue and wait for it")
-    run.add_argument("names", nargs="*", help="experiments to run (default: all)")
-    run.add_argument("--jobs", type=int, default=1, help="experiments run at once")
-    run.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
+        command.add_argument("--prefix", default="sweep", help="sweep names: PREFIX-1, ...")
+    for command in (exp, run):
+        command.add_argument("--dry-run", action="store_true", help="print the dvc commands")
     table = commands.add_parser("table", help="print the results table or update a file")
     table.add_argument("--readme", type=Path, help="rewrite the table between its markers")
-    table.add_argument(
-        "--times", type=Path, default=TIMES_FILE, help=f"make bench's results ({TIMES_FILE})"
-    )
+    table.add_argument("--times", type=Path, default=TIMES_FILE, help="make bench's results")
     args = parser.parse_args()
-    # The queue's broker is a local directory: kombu's warning that it has no host is noise.
-    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
 
     if getattr(args, "sweep", None):
         experiments = sweep_experiments(args.sweep, args.prefix)
@@ -361,19 +248,15 @@ def main() -> None:
         else:
             print(rendered)
         return
-    if args.command == "plan":
-        names = [experiment.name for experiment in choose_experiments(experiments, args.names)]
-        print(json.dumps(names))
-        return
+    chosen = choose_experiments(experiments, args.names)
     queue = args.command == "run"
-    chosen = choose_experiments(experiments, args.names if queue else [args.name])
-    if args.dry_run:
+    if args.command == "plan":
+        print(json.dumps([experiment.name for experiment in chosen]))
+    elif args.dry_run:
         for experiment in chosen:
             print(shlex.join(run_command(experiment, queue)))
-    elif queue:
-        run_queued(chosen, args.jobs)
     else:
-        run_in_workspace(chosen[0])
+        run_experiments(chosen, queue, getattr(args, "jobs", 1))
 
 
 if __name__ == "__main__":

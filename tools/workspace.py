@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import configparser
+import gzip
+import hashlib
 import os
 import re
 import shlex
@@ -13,17 +14,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fmnist import RAW_FILES
-from fmnist.data import Split, split_data
-from fmnist.fetch import CHECKSUMS_FILE, find_local_file, is_url, read_bounded
-from fmnist.idx import read_split
-from fmnist.params import Params, read_yaml_file
-from tools.dvc_cli import set_dotted
+from fmnist.dataset import RAW_FILES
+from fmnist.fetch import find_local_file
+from fmnist.params import read_yaml_file
+from tools.dvc_api import modify_params
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
 # What a clone holds that `dvc repro` needs; no outputs, no dvc.lock, no DVC cache.
 PIPELINE_FILES = (
+    "Makefile",
+    "requirements.txt",
+    "requirements-dev.txt",
+    "experiments.yaml",
     "dvc.yaml",
     "params.yaml",
     "stages",
@@ -55,54 +58,46 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def source_checksums(directory: Path) -> dict[str, str]:
-    """SHA-256 of each of the four decompressed IDX files in ``directory`` (gzipped or not)."""
-    return {
-        name: read_bounded(find_local_file(directory, name)).sha256
-        for names in RAW_FILES.values()
-        for name in names
-    }
-
-
-def source_splits(params: Params) -> dict[str, Split]:
-    """The train, validation and test splits that the fetch, preprocess and split stages make
-    from the first local directory of ``params.fetch.sources``, made in memory.
-    """
-    source = Path(next(source for source in params.fetch.sources if not is_url(source)))
-    train, test = (
-        Split(*read_split(*(find_local_file(source, name) for name in names)))
-        for names in RAW_FILES.values()
-    )
-    return split_data(train, test, params.split, params.seed)
+def source_checksums(directory: Path) -> dict[str, tuple[int, str]]:
+    """Size and SHA-256 of each decompressed IDX file in ``directory`` (gzipped or not)."""
+    checksums = {}
+    for names in RAW_FILES.values():
+        for name in names:
+            path = find_local_file(directory, name)
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            checksums[name] = (len(data), hashlib.sha256(data).hexdigest())
+    return checksums
 
 
 def set_params(workspace: Path, changes: Mapping[str, Any]) -> None:
     """Set values of the workspace's params.yaml by dotted key, e.g. ``train.epochs``, written
     back through DVC's own YAML writer, as ``dvc exp run -S`` would write them.
     """
-    from dvc.utils.serialize import modify_yaml
-
-    with modify_yaml(workspace / "params.yaml") as params:
-        for dotted_key, value in changes.items():
-            set_dotted(params, dotted_key, value)
+    modify_params(workspace / "params.yaml", changes)
 
 
-def write_checksums(workspace: Path, checksums: Mapping[str, str]) -> None:
-    """Replace the workspace's checksum file of the data set (``sha256sum`` format)."""
-    lines = "".join(f"{digest}  {name}\n" for name, digest in checksums.items())
-    (workspace / "fmnist" / CHECKSUMS_FILE.name).write_text(lines)
+def write_dataset(workspace: Path, **facts: object) -> None:
+    """Replace constants of the workspace's ``fmnist/dataset.py`` (``CHECKSUMS=...``), as a fork
+    of the pipeline for another data set would."""
+    path = workspace / "fmnist" / "dataset.py"
+    text = path.read_text(encoding="utf-8")
+    for name, value in facts.items():
+        pattern = rf"^{name}\b.*?\n(?=\n|#|[A-Z])"
+        text, count = re.subn(pattern, f"{name} = {value!r}\n", text, flags=re.M | re.S)
+        if count != 1:
+            raise ValueError(f"{path}: no constant {name}")
+    path.write_text(text, encoding="utf-8")
 
 
 def _git(*arguments: str, cwd: Path) -> None:
     subprocess.run(["git", *arguments], cwd=cwd, check=True, capture_output=True)
 
 
-def make_template(
-    root: Path, params_changes: Mapping[str, Any], checksums: Mapping[str, str] | None = None
-) -> Path:
+def make_template(root: Path, params_changes: Mapping[str, Any], **dataset: object) -> Path:
     """A git repository at ``root`` holding this pipeline (one commit); nothing has run yet.
 
-    ``checksums`` replace the data set's published ones, for a source of other files.
+    ``dataset`` replaces constants of ``fmnist/dataset.py`` (``write_dataset``), for example the
+    ``CHECKSUMS`` of a source of other files.
     """
     for name in PIPELINE_FILES:
         source, target = REPOSITORY_ROOT / name, root / name
@@ -113,21 +108,14 @@ def make_template(
             shutil.copy2(source, target)
     if params_changes:
         set_params(root, params_changes)
-    if checksums:
-        write_checksums(root, checksums)
+    if dataset:
+        write_dataset(root, **dataset)
     _git("init", "-q", "-b", "main", cwd=root)
     _git("config", "user.email", "pipeline@example.com", cwd=root)
     _git("config", "user.name", "Pipeline", cwd=root)
     _git("add", "-A", cwd=root)
     _git("commit", "-q", "-m", "pipeline", cwd=root)
     return root
-
-
-def cache_type(workspace: Path) -> str:
-    """The workspace's DVC cache link type (DVC's default where its config sets none)."""
-    config = configparser.ConfigParser()
-    config.read([workspace / ".dvc" / "config", workspace / ".dvc" / "config.local"])
-    return config.get("cache", "type", fallback="reflink,copy").strip('"')
 
 
 def copy_workspace(template: Path, target: Path) -> Path:
