@@ -254,28 +254,6 @@ def test_bad_param_stops_the_stage_before_any_work(
     assert seconds < 30
 
 
-@pytest.mark.slow
-def test_a_misspelt_key_appended_with_plus_stops_the_stage(baseline: Path) -> None:
-    before = digests(baseline, *RESULTS)
-    known = experiments(baseline)
-
-    # `+key=value` makes DVC append the key to params.yaml; the train stage then refuses it.
-    result = dvc("exp", "run", "-S", "+train.activaton=relu", cwd=baseline, check=False)
-
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert stages_run(result.stdout) == {"train"}
-    [line] = error_lines(output)
-    assert line == (
-        "train: error: params.yaml: train.activaton: unknown key (did you mean 'activation'?)"
-    )
-    assert "Traceback" not in output
-    assert experiments(baseline) == known
-    git("checkout", "--", "params.yaml", *RESULTS, cwd=baseline)
-    dvc("checkout", cwd=baseline)
-    assert digests(baseline, *RESULTS) == before
-
-
 # --- 2. bad data, and an output that cannot be written ------------------------------------
 
 

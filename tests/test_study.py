@@ -248,7 +248,7 @@ def test_the_queue_runs_every_experiment_and_fails_naming_a_failed_one(
     )
     study = [sys.executable, "-m", "tools.study"]
 
-    result = run([*study, "run", "--jobs", "2"], repository, check=False)
+    result = run([*study, "run"], repository, check=False)
 
     assert result.returncode == 1, result.stderr[-2000:]
     assert "experiments failed: tiny-fails" in result.stderr

@@ -118,7 +118,7 @@ def _runs(show_json: str) -> list[dict]:
 
 def remove_earlier_runs(names: list[str]) -> None:
     """Remove HEAD's experiments named ``names``: ``dvc exp run -n`` refuses a name in use."""
-    taken = {run["name"] for run in _runs(run_dvc("exp", "show", "--json"))}
+    taken = set(run_dvc("exp", "list", "--name-only").split())
     earlier = [name for name in names if name in taken]
     if earlier:
         log.info("removing earlier runs of %s", ", ".join(earlier))
