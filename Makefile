@@ -33,7 +33,7 @@ repro: setup  ## Run the pipeline: params checked first, the team's results pull
 reset: setup  ## Back to the last commit's params and results, after dvc exp run, dvc repro or a failed stage
 	python -m tools.repro reset
 
-show: setup  ## The experiments side by side, at any terminal width: the params that differ, then the metrics
+show: setup  ## The experiments side by side, readable at 120 columns: headline metrics and the params that differ
 	dvc exp show --no-pager --only-changed --drop 'Created|step|kept_epoch|eval.loss|precision|recall'
 
 exp: setup  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
