@@ -53,7 +53,8 @@ def load_split(path: str | os.PathLike[str]) -> Split:
         or labels.shape != (len(images),)
     ):
         raise DataError(
-            f"{path}: expected uint8 images (n, {str(IMAGE_SHAPE)[1:]} and n uint8 labels, found "
+            f"{path}: expected uint8 images (n, {', '.join(map(str, IMAGE_SHAPE))}) and n uint8 "
+            "labels, found "
             f"{images.dtype} {images.shape} and {labels.dtype} {labels.shape}"
         )
     return Split(images, labels)

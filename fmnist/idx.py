@@ -89,7 +89,8 @@ def read_images(path: str | os.PathLike[str]) -> np.ndarray:
     images = read_idx(path)
     if images.shape[1:] != IMAGE_SHAPE:
         raise DataError(
-            f"{path}: expected images of shape (n, {str(IMAGE_SHAPE)[1:]}, found {images.shape}"
+            f"{path}: expected images of shape (n, {', '.join(map(str, IMAGE_SHAPE))}), found "
+            f"{images.shape}"
         )
     return images
 

@@ -6,6 +6,7 @@ real one with the data source pointed at small synthetic IDX files and a tiny ne
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -32,6 +33,24 @@ def dvc(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 def git(*arguments: str, cwd: Path) -> str:
     return run(["git", *arguments], cwd).stdout
+
+
+def make(
+    target: str, cwd: Path, check: bool = True, **variables: str
+) -> subprocess.CompletedProcess:
+    """`make TARGET` as the README runs it, in an environment that is set up already."""
+    assignments = [f"{name}={value}" for name, value in variables.items()]
+    return run(["make", "-o", "setup", target, *assignments], cwd, check)
+
+
+def digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under the output directories of ``root``."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for directory in ("metrics", "plots", "reports", "models", "data")
+        for path in sorted((root / directory).rglob("*"))
+        if path.is_file()
+    }
 
 
 def declared_outputs(dvc_yaml: dict) -> list[str]:

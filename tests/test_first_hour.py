@@ -3,36 +3,18 @@ checked before DVC removes anything, and `make show` readable at 120 columns."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import dvc, git, run
+from tests.helpers import digests, dvc, git, make
 from tools.workspace import command_environment, copy_workspace, stages_run
 
 pytestmark = pytest.mark.slow
 
 UP_TO_DATE = "Data and pipelines are up to date."
-
-
-def make(
-    target: str, cwd: Path, check: bool = True, **variables: str
-) -> subprocess.CompletedProcess:
-    """`make TARGET` as the README runs it, in an environment that is set up already."""
-    assignments = [f"{name}={value}" for name, value in variables.items()]
-    return run(["make", "-o", "setup", target, *assignments], cwd, check)
-
-
-def digests(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for directory in ("data", "models", "metrics", "plots", "reports")
-        for path in sorted((root / directory).rglob("*"))
-        if path.is_file()
-    }
 
 
 def assert_back_at_the_last_commit(repository: Path) -> None:

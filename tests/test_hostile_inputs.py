@@ -8,7 +8,6 @@ their own (test_fetch.py, test_params.py).
 
 from __future__ import annotations
 
-import hashlib
 import resource
 import subprocess
 import sys
@@ -23,25 +22,13 @@ from fmnist.errors import PipelineError
 from fmnist.files import write_json
 from fmnist.idx import encode_idx
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, run
+from tests.helpers import digests, dvc, run
 from tools.workspace import command_environment, copy_workspace, stage_command
-
-OUTPUT_DIRECTORIES = ("metrics", "plots", "reports", "models", "data")
 
 
 @pytest.fixture
 def repository(tmp_path: Path, baseline_repository: Path) -> Path:
     return copy_workspace(baseline_repository, tmp_path / "repository")
-
-
-def digests(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under the output directories of ``root``."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for directory in OUTPUT_DIRECTORIES
-        for path in sorted((root / directory).rglob("*"))
-        if path.is_file()
-    }
 
 
 def run_stage_command(

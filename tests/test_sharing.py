@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, git, run, run_block
+from tests.helpers import dvc, git, make, run, run_block
 from tools.workspace import stages_run
 
 pytestmark = pytest.mark.slow
@@ -156,7 +156,7 @@ def test_a_clone_pulls_the_pushed_results_and_has_nothing_to_rerun(
     checkout_outputs(baseline_repository, author)
     one_epoch = dvc("exp", "run", "-S", "train.epochs=1", cwd=author)
     one_epoch_metrics = (author / "metrics/evaluate.json").read_bytes()
-    run(["make", "-o", "setup", "reset"], author)
+    make("reset", author)
 
     pushed = run_script(sharing_block("push"), author)
     cloned = run_script(sharing_block("clone", **{"repository URL": str(origin)}), tmp_path)

@@ -37,7 +37,9 @@ def repro(arguments: list[str]) -> None:
     status, stderr_lines = stream_dvc("repro", *pull, *arguments)
     if status != 0:
         sys.exit(status)
-    failed = [line.strip() for line in stderr_lines if "failed to transfer" in line]
+    failed = [
+        line.strip() for line in stderr_lines if "ERROR" in line and "failed to transfer" in line
+    ]
     if failed:
         raise PipelineError(
             f"dvc repro exited 0 but could not store {len(failed)} object(s) in the DVC cache "

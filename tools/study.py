@@ -13,7 +13,6 @@ Every experiment's params are checked before DVC touches params.yaml or any outp
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import re
@@ -85,7 +84,7 @@ def choose_experiments(experiments: list[Experiment], names: list[str]) -> list[
 
 def check_params(experiment: Experiment) -> None:
     """Validate params.yaml with the experiment's overrides, as DVC would write them."""
-    document = copy.deepcopy(read_yaml_file(PARAMS_FILE))
+    document = read_yaml_file(PARAMS_FILE)
     for key, value in experiment.params.items():
         try:
             set_dotted(document, key, value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import re
@@ -16,6 +15,7 @@ from typing import Any
 
 from fmnist.dataset import RAW_FILES
 from fmnist.fetch import find_local_file
+from fmnist.idx import decompress
 from fmnist.params import read_yaml_file
 from tools.dvc_api import modify_params
 
@@ -64,7 +64,7 @@ def source_checksums(directory: Path) -> dict[str, tuple[int, str]]:
     for names in RAW_FILES.values():
         for name in names:
             path = find_local_file(directory, name)
-            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            data = decompress(path.read_bytes(), str(path))
             checksums[name] = (len(data), hashlib.sha256(data).hexdigest())
     return checksums
 
