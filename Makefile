@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Stages run `python -m stages.<name>`: the virtual environment's python must come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 .DEFAULT_GOAL := help
-.PHONY: help setup repro reset show exp study test test-quick lint clean
+.PHONY: help setup repro reset show exp study queue test test-quick lint clean
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ study: setup  ## Run every experiment of experiments.yaml in DVC's queue, then u
 	python -m tools.study run
 	python -m tools.study table --readme docs/study.md
 
+queue: setup  ## Run what dvc exp run --queue queued; fail naming every experiment that failed
+	python -m tools.study queue
+
 test: setup  ## Run every test, on every core (under 5 minutes on 2 cores)
 	python -m pytest -n auto --dist loadfile
 
@@ -56,7 +59,7 @@ lint: setup  ## Check style and import order with ruff, and the GitHub workflows
 
 .PHONY: predict export
 predict: setup  ## Classify your own pictures: make predict IMAGES="coat.jpg sneaker.png"
-	python -m fmnist.predict $(IMAGES)
+	python -m fmnist.predict $$IMAGES
 
 export: setup  ## Write models/model.tflite and check it agrees with the Keras model
 	python -m fmnist.export
@@ -64,6 +67,13 @@ export: setup  ## Write models/model.tflite and check it agrees with the Keras m
 .PHONY: push check-lock check-pushed check-retrain review
 BASE ?= main
 TOLERANCE ?= 0.01
+# The arguments reach commands as environment variables ("$$NAME"), taken literally: neither make
+# nor the shell expands or runs what they hold. IMAGES alone is split at spaces.
+override NAME := $(value NAME)
+override IMAGES := $(value IMAGES)
+override BASE := $(value BASE)
+override TOLERANCE := $(value TOLERANCE)
+export NAME IMAGES BASE TOLERANCE
 
 push: setup  ## Send the results and the run-cache, with the outputs it records, to the DVC remote
 	dvc push --run-cache
@@ -78,10 +88,10 @@ check-pushed: setup  ## Pull the results from the DVC remote; fail naming any th
 
 check-retrain: setup  ## Retrain on the pulled data; fail if a metric moves more than TOLERANCE (0.01)
 	dvc repro --force --downstream train
-	python -m tools.retrain --tolerance $(TOLERANCE)
+	python -m tools.retrain --tolerance "$$TOLERANCE"
 
 review: setup  ## Write review/report.md: params, metrics and plots against BASE (default main)
-	python -m tools.review --base $(BASE) --out review
+	python -m tools.review --base "$$BASE" --out review
 
 .PHONY: bench
 bench: setup  ## Accuracy per CPU-minute: the study's CNN script and named experiments (~25 min on 2 cores)

@@ -1,18 +1,9 @@
-"""Accuracy per CPU-minute: the study's CNN script and the named experiments, side by side.
-
-The reference is ``bench/reference_cnn.py``, the study's CNN as its blog post writes it, on the
-decompressed IDX files. Each named experiment is timed as ``make exp NAME=<name>`` runs it:
-``dvc exp run -n NAME -S ...`` (``tools.study.run_command``) in a copy of the pipeline whose
-data stages (fetch, preprocess, split: the same for every experiment) already ran, so its time
-is train, evaluate and report through DVC. One run each, in one process tree at a time.
+"""Accuracy per CPU-minute: the study's CNN script (bench/reference_cnn.py) and the named
+experiments, each timed as ``make exp NAME=<name>`` runs it, side by side (bench/README.md).
 
     python -m bench.accuracy                      # make bench: about 25 minutes on 2 cores
     python -m bench.accuracy cnn-fast dense-best  # some experiments only
     python -m bench.accuracy --quick --source DIR # one epoch each on small IDX files
-
-Prints accuracy, time and ratio to the reference for each; writes them to
-``bench/accuracy.json`` and draws accuracy against time in ``bench/accuracy.png``, the test
-accuracies read from ``dvc exp show --json``.
 """
 
 from __future__ import annotations

@@ -61,6 +61,12 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     log.info("done in %.1f s", time.perf_counter() - started)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline, a terminal escape) and undecodable bytes
+    written as Python escapes: a file name can hold them, and must not split or colour a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def summarize_error(error: BaseException) -> str:
     """``Type: message`` on one line, the message cut to QUOTE_LIMIT characters: how every
     error quotes an exception it did not raise itself."""

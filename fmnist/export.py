@@ -5,7 +5,8 @@ models/model.tflite, which takes the same input (uint8 images ``(n, 28, 28)``, l
 and gives the same ten probabilities, and writes the class names beside it, one a line in
 output order (models/model.labels.txt). Before anything is written, both models classify the
 test split: the export fails, writing nothing, if they agree on fewer than MINIMUM_AGREEMENT of
-the images.
+the images. Its temporary files live beside the output and are removed on any exit, and the
+model and its labels are replaced together or not at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from fmnist.cli import run_stage, summarize_error
 from fmnist.data import load_split
 from fmnist.errors import PipelineError
-from fmnist.files import refuse_links_out, write_bytes, write_text
+from fmnist.files import atomic_path, refuse_links_out, temporary_files_beside
 
 if TYPE_CHECKING:
     import keras
@@ -133,7 +134,8 @@ def main() -> None:
     class_names = read_class_names(args.model)
     model = load_model(args.model)
     started = time.perf_counter()
-    content = convert_to_tflite(model)
+    with temporary_files_beside(args.out):
+        content = convert_to_tflite(model)
     log.info(
         "converted %s in %.1f s: %s bytes",
         args.model,
@@ -157,8 +159,10 @@ def main() -> None:
             f"the TensorFlow Lite model agrees with {args.model} on {agreement:.2%} of the test "
             f"images, fewer than {MINIMUM_AGREEMENT:.1%}; nothing was written"
         )
-    write_bytes(args.out, content)
-    write_text(labels_path(args.out), "".join(f"{name}\n" for name in class_names))
+    # Both files are written before either is moved into place: a full disk changes neither.
+    with atomic_path(args.out) as model_file, atomic_path(labels_path(args.out)) as labels_file:
+        model_file.write_bytes(content)
+        labels_file.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
     log.info("wrote %s and %s", args.out, labels_path(args.out))
 
 

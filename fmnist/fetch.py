@@ -1,11 +1,6 @@
-"""Getting the data set's files, decompressed and verified, from the first source that has them all.
-
-A source is a local directory holding ``<name>`` or ``<name>.gz`` (Debian's dataset-fashion-mnist
-package puts the gzipped files in /usr/share/datasets/fashion-mnist) or the base URL of a mirror
-serving ``<base>/<name>.gz``. Every file is checked against its size and SHA-256 in
-``fmnist.dataset.CHECKSUMS``, so the output is byte-identical whichever source served it. Those
-sizes also bound what a source can cost: a file is refused as soon as it would decompress past its
-size, so memory stays bounded whatever a source sends, and a gzip bomb is never inflated.
+"""Getting the data set's files, decompressed and verified, from the first source that has them
+all: a directory holding ``<name>`` or ``<name>.gz``, or a mirror serving ``<base>/<name>.gz``.
+Each is checked against its size and SHA-256 in fmnist.dataset.CHECKSUMS, never inflated past it.
 """
 
 from __future__ import annotations
@@ -56,11 +51,6 @@ FIXES = (
     "(it puts the files in /usr/share/datasets/fashion-mnist)",
     "  - check that the network reaches the mirrors listed in fetch.sources",
 )
-
-
-def is_url(source: str) -> bool:
-    """Whether ``source`` names a download mirror rather than a local directory."""
-    return source.startswith(("http://", "https://"))
 
 
 def find_local_file(directory: Path, name: str) -> Path:
@@ -149,11 +139,9 @@ def read_directory(directory: Path, checksums: Mapping[str, tuple[int, str]]) ->
 
 @contextlib.contextmanager
 def _cut_off_at(deadline: float, response: requests.Response) -> Iterator[None]:
-    """Within the block, shut the response's connection down at ``deadline`` (a monotonic time).
-
-    A read waits for a whole chunk and its timeout restarts with every byte, so a server trickling
-    its body could otherwise hold it for ever. The timer shuts down a duplicate descriptor, which
-    no other socket can reuse while the timer may still fire.
+    """Within the block, shut the response's connection down at ``deadline`` (a monotonic time):
+    a read's timeout restarts with every byte, so a trickling server could hold it for ever. The
+    timer shuts a duplicate descriptor, which no other socket can reuse while it may still fire.
     """
     with socket.socket(fileno=os.dup(response.raw.fileno())) as connection:
 
@@ -173,11 +161,8 @@ def _cut_off_at(deadline: float, response: requests.Response) -> Iterator[None]:
 def download_file(url: str, expected: tuple[int, str], *, timeout: float, attempts: int) -> bytes:
     """The gzipped file at ``url``, decompressed and verified, in at most ``attempts`` requests.
 
-    urllib3 retries refused connections, missing answers and RETRY_STATUSES; this loop retries a
-    body that stops early. A try's body is cut off ``timeout`` seconds after its request, urllib3's
-    retries of the request included; before the body, each connection attempt and each read of
-    the headers waits at most ``timeout``. A 404 or a whole file with the wrong content fails at
-    once: another try would get the same.
+    urllib3 retries connections and RETRY_STATUSES; this loop retries a body that stops early, cut
+    off ``timeout`` seconds after its request. A 404 or a wrong whole file fails at once.
     """
     label = url.rsplit("/", 1)[-1]
     tries = 0
@@ -229,15 +214,14 @@ def fetch_dataset(
 ) -> str:
     """Write the files named in ``checksums``, decompressed, to ``out_dir``; return the source used.
 
-    Sources are tried in order until one provides every file with its size and SHA-256; nothing
-    is written until all of them are verified. When every source fails, raise FetchError listing
+    Nothing is written until every file is verified; when every source fails, FetchError lists
     each with its reason, and how to fix it.
     """
     failures = []
     for source in sources:
         log.info("trying %s", source)
         try:
-            if is_url(source):
+            if source.startswith(("http://", "https://")):
                 download = functools.partial(download_file, timeout=timeout, attempts=attempts)
                 base = source.rstrip("/")
                 files = {

@@ -20,19 +20,32 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmnist.cli import summarize_error
+from fmnist.cli import printable, summarize_error
 from fmnist.errors import DataError, PipelineError
+from fmnist.params import MAX_TRAINING_BYTES
 
 log = logging.getLogger(__name__)
 
 PARTIAL_MARKER = ".partial"
+# What a saved model may inflate to (a model arrives from elsewhere through `dvc artifacts get`
+# or --model): JSON members of kilobytes for any network here, and the weights of the largest
+# network train accepts (a weight and its gradient in 8 bytes).
+MODEL_MEMBERS = {
+    "config.json": 2**20,
+    "metadata.json": 2**20,
+    "model.weights.h5": MAX_TRAINING_BYTES // 2,
+}
+# What is neither a file nor a directory, by the first letter of `ls -l`.
+SPECIAL_FILES = {"p": "a FIFO", "c": "a device", "b": "a device", "s": "a socket"}
 
 
 def refuse_links_out(path: str | os.PathLike[str]) -> None:
@@ -100,6 +113,70 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise PipelineError(f"cannot write {path}: {error.strerror}") from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def require_regular_file(path: str | os.PathLike[str]) -> None:
+    """DataError naming ``path`` (escaped) if it is missing, a directory, or anything but a
+    regular file: a FIFO would block its reader and a device never end. Only its status is read.
+    """
+    shown = printable(os.fspath(path))
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{shown}: not found") from None
+    except OSError as error:
+        raise DataError(f"{shown}: cannot read ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{shown}: a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = SPECIAL_FILES.get(stat.filemode(mode)[0], "not a regular file")
+        raise DataError(f"{shown}: {kind}, not a regular file; not read")
+
+
+def check_model_archive(path: str | os.PathLike[str]) -> None:
+    """DataError naming ``path`` unless it is a zip archive of MODEL_MEMBERS, each inflating to
+    at most its bound. Read from the central directory, before anything is inflated (zipfile
+    never inflates a member past its declared size), and before TensorFlow starts.
+    """
+    shown = printable(os.fspath(path))
+    if not os.path.lexists(path):
+        raise DataError(f"{shown}: not found (run the pipeline first: make repro)")
+    require_regular_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        reason = summarize_error(error)
+        raise DataError(f"{shown}: not a Keras model archive ({reason})") from None
+    for member in members:
+        name, size, limit = member.filename, member.file_size, MODEL_MEMBERS.get(member.filename)
+        if limit is None or size > limit:
+            allowed = "no such member" if limit is None else f"at most {limit:,} bytes"
+            raise DataError(
+                f"{shown}: {printable(name)} inflates to {size:,} bytes; a model of this "
+                f"pipeline holds {allowed}; not read"
+            )
+    inflated = sum(member.file_size for member in members)
+    if inflated > sum(MODEL_MEMBERS.values()):
+        raise DataError(f"{shown}: inflates to {inflated:,} bytes in all; not read")
+
+
+@contextlib.contextmanager
+def temporary_files_beside(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Within the block, Python's temporary files (and those of libraries that use its tempfile
+    module: TensorFlow's converter) go to a hidden directory beside ``path``, removed however the
+    block ends: an error, Ctrl-C or SIGTERM (run_stage turns both into exceptions). Only SIGKILL
+    can leave it, where .gitignore hides it, instead of a model in /tmp.
+    """
+    path = Path(path)
+    _ensure_parent(path)
+    directory = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_MARKER)
+    previous, tempfile.tempdir = tempfile.tempdir, directory
+    try:
+        yield Path(directory)
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

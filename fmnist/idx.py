@@ -34,15 +34,6 @@ def decompress(data: bytes, name: str) -> bytes:
         raise DataError(f"{name}: corrupt or truncated gzip data ({error})") from None
 
 
-def encode_idx(array: np.ndarray) -> bytes:
-    """Serialise a uint8 array as IDX bytes (the inverse of ``decode_idx``)."""
-    if array.dtype != np.uint8:
-        raise ValueError(f"IDX encoding supports uint8 arrays only, not {array.dtype}")
-    header = struct.pack(">BBBB", 0, 0, UNSIGNED_BYTE, array.ndim)
-    header += struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.ascontiguousarray(array).tobytes()
-
-
 def decode_idx(data: bytes, name: str) -> np.ndarray:
     """Parse IDX bytes into a uint8 array; the payload must match the header exactly."""
     if len(data) < 4:

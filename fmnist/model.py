@@ -19,7 +19,7 @@ from fmnist.cli import summarize_error
 from fmnist.data import Split
 from fmnist.dataset import CHANNELS, CLASS_NAMES, IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 from fmnist.errors import DataError, TrainingError
-from fmnist.files import atomic_path
+from fmnist.files import atomic_path, check_model_archive
 from fmnist.params import AugmentParams, TrainParams
 
 log = logging.getLogger(__name__)
@@ -311,11 +311,10 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
     """The class names, in the order of the model's outputs, that ``save_model`` stored in the
     archive's ``metadata.json``; read with zipfile and json alone, as any other program can.
     """
+    check_model_archive(path)
     try:
         with zipfile.ZipFile(path) as archive:
             metadata = json.loads(archive.read("metadata.json"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found (run the train stage: dvc repro train)") from None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a Keras model archive ({summarize_error(error)})") from None
     names = metadata.get("class_names") if isinstance(metadata, dict) else None
@@ -333,10 +332,11 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
 
 def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """Load a model saved by the train stage, for inference (no optimiser state)."""
-    if not os.path.exists(path):
-        raise DataError(f"{path}: not found (run the train stage: dvc repro train)")
+    check_model_archive(path)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        # Safe mode, Keras's default, refuses code in the archive (lambda layers); stated here
+        # because a model may come from elsewhere.
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # a damaged archive fails in zipfile, h5py, json or Keras itself
         raise DataError(f"{path}: not a loadable Keras model ({summarize_error(error)})") from None
     if tuple(model.input_shape[1:]) != IMAGE_SHAPE or model.output_shape[-1] != NUM_CLASSES:

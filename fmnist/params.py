@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
@@ -33,8 +33,9 @@ MAX_NESTING = 16
 MAX_VALUE_CHARACTERS = 4096
 # An epoch takes 3 to 18 s on two cores: 1,000 is hours, more is a typo.
 MAX_EPOCHS = 1000
-# 75 times the study's largest network; with gradients and Adam's moments, 1.6 GB of float32.
-MAX_WEIGHTS = 100_000_000
+# What a training step may hold (training_memory): a twelfth of the 24 GiB of the machines this
+# runs on, as TensorFlow's own buffers come on top; 18 times what cnn-best needs (116 MB).
+MAX_TRAINING_BYTES = 2 * 2**30
 # An error quotes this much of a value and lists this many problems, however large the input.
 SHOWN_CHARACTERS = 200
 SHOWN_PROBLEMS = 20
@@ -42,7 +43,7 @@ SHOWN_PROBLEMS = 20
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
 Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
-# Eight times the study's widest layer (1,024); MAX_WEIGHTS bounds the whole network.
+# Eight times the study's widest layer (1,024); MAX_TRAINING_BYTES bounds the whole network.
 Units = Annotated[int, Field(gt=0, le=8192)]
 # A penalty of 1 per squared weight already drives every weight to 0: more is a typo.
 Penalty = Annotated[float, Field(ge=0, le=1)]
@@ -72,15 +73,6 @@ class SplitParams(Section):
     val_size: Fraction
 
 
-def _within_max_weights(units: list[int], inputs: int, weights: int = 0) -> list[int]:
-    """``units``, if with Dense layers of ``units`` on ``inputs`` the network is small enough."""
-    widths = [inputs, *units, NUM_CLASSES]
-    weights += sum((before + 1) * after for before, after in itertools.pairwise(widths))
-    if weights > MAX_WEIGHTS:
-        raise ValueError(f"the network has {weights:,} weights, at most {MAX_WEIGHTS:,}")
-    return units
-
-
 class CnnParams(Section):
     """Per entry of filters a Conv2D and a MaxPooling2D, then one hidden Dense layer."""
 
@@ -95,9 +87,9 @@ class CnnParams(Section):
     def _fits_the_images(self) -> CnnParams:
         # Checked whatever train.model says (-S train.model=cnn builds it). Keras would find
         # these only after TensorFlow's start-up, or by running out of memory.
-        size, channels, weights = IMAGE_SIZE, CHANNELS, 0
+        size = IMAGE_SIZE
         shrink = self.kernel_size - 1 if self.padding == "valid" else 0
-        for block, filters in enumerate(self.filters, 1):
+        for block in range(1, len(self.filters) + 1):
             if min(size) - shrink < self.pool_size:
                 raise ValueError(
                     f"block {block} of {len(self.filters)} does not fit: its {size[0]}x{size[1]} "
@@ -105,9 +97,6 @@ class CnnParams(Section):
                     f"pool_size {self.pool_size}; use fewer blocks, padding same or smaller windows"
                 )
             size = tuple((side - shrink) // self.pool_size for side in size)
-            weights += (self.kernel_size**2 * channels + 1) * filters
-            channels = filters
-        _within_max_weights([self.dense_units], math.prod(size) * channels, weights)
         return self
 
 
@@ -123,12 +112,7 @@ class AugmentParams(Section):
 
 class TrainParams(Section):
     model: Literal["dense", "cnn"]
-    # Checked against MAX_WEIGHTS whatever train.model says, as the cnn section is.
-    hidden_units: Annotated[
-        list[Units],
-        Field(min_length=1, max_length=8),
-        AfterValidator(lambda units: _within_max_weights(units, math.prod(IMAGE_SIZE) * CHANNELS)),
-    ]
+    hidden_units: Annotated[list[Units], Field(min_length=1, max_length=8)]
     activation: Literal["relu", "sigmoid", "tanh", "elu", "gelu"]
     dropout: Rate
     batch_norm: bool
@@ -153,10 +137,56 @@ class TrainParams(Section):
     precision: Literal["float32", "bfloat16"]
 
     @model_validator(mode="after")
-    def _warmup_within_training(self) -> TrainParams:
+    def _warmup_and_memory_within_bounds(self) -> TrainParams:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} must be less than {self.epochs}")
+        if sum(training_memory(self).values()) > MAX_TRAINING_BYTES:
+            network = "hidden_units" if self.model == "dense" else "cnn"
+            raise ValueError(
+                f"{describe_memory(self)}, more than {MAX_TRAINING_BYTES / 2**30:.0f} GiB; "
+                f"make the network or the batch smaller (train.{network}, train.batch_size)"
+            )
         return self
+
+
+def training_memory(train: TrainParams) -> dict[str, int]:
+    """The bytes a training step holds, in float32: the weights with their gradients, the
+    optimiser's slots, and the layer outputs of one batch kept for the backward pass.
+
+    Arithmetic on the params, before TensorFlow starts; a lower bound of what it allocates.
+    """
+    # A hidden layer keeps its pre-activation (and normalised) output and its activation;
+    # dropout keeps its output and its mask.
+    per_unit = (3 if train.batch_norm else 2) + (2 if train.dropout else 0)
+    inputs = math.prod(IMAGE_SIZE) * CHANNELS
+    outputs = inputs * (1 + train.augment.flip + (train.augment.shift > 0))
+    weights, units = 0, train.hidden_units
+    if train.model == "cnn":
+        cnn, size, channels = train.cnn, IMAGE_SIZE, CHANNELS
+        shrink = cnn.kernel_size - 1 if cnn.padding == "valid" else 0
+        for filters in cnn.filters:
+            convolved = tuple(side - shrink for side in size)
+            size = tuple(side // cnn.pool_size for side in convolved)
+            weights += (cnn.kernel_size**2 * channels + 1) * filters
+            outputs += filters * (math.prod(convolved) * per_unit + math.prod(size))
+            channels = filters
+        inputs, units = math.prod(size) * channels, [cnn.dense_units]
+    widths = [inputs, *units, NUM_CLASSES]
+    weights += sum((before + 1) * after for before, after in itertools.pairwise(widths))
+    outputs += sum(units) * per_unit + 2 * NUM_CLASSES
+    slots = {"sgd": int(train.momentum > 0), "rmsprop": 1}.get(train.optimizer, 2)
+    return {
+        "weights and gradients": 8 * weights,
+        "optimiser slots": 4 * slots * weights,
+        f"layer outputs of a batch of {train.batch_size}": 4 * outputs * train.batch_size,
+    }
+
+
+def describe_memory(train: TrainParams) -> str:
+    """``a training step needs about 12 MB: 4.3 MB for weights and gradients, ...``"""
+    parts = training_memory(train)
+    details = ", ".join(f"{size / 1e6:,.1f} MB for {name}" for name, size in parts.items())
+    return f"a training step needs about {sum(parts.values()) / 1e6:,.1f} MB: {details}"
 
 
 class ReportParams(Section):

@@ -9,7 +9,8 @@ made the data set from product photos, and prints its class and probability with
 
 ``--json`` prints a JSON array instead, one object per picture in the order given. A picture
 that cannot be read gets one error line naming it; the others are still classified, and the
-exit status is 1.
+exit status is 1. Only regular files are read, and no picture is decoded past MAX_PIXELS: a
+header that declares more (a decompression bomb) is refused before decoding.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import argparse
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from fmnist.cli import QUOTE_LIMIT, run_stage
+from fmnist.cli import QUOTE_LIMIT, printable, run_stage
 from fmnist.dataset import CHANNELS, IMAGE_SIZE
 from fmnist.errors import DataError, PipelineError
+from fmnist.files import check_model_archive, require_regular_file
 
 log = logging.getLogger("predict")
 
@@ -42,6 +45,9 @@ ITEM_THRESHOLD = 26
 # Larger pictures are shrunk to this many pixels a side before the work: the item keeps many
 # times the 28 pixels it ends with, and a 12-megapixel photo takes a fraction of the time.
 WORKING_SIZE = 1024
+# The most pixels a picture's header may declare: a 50-megapixel camera's photo (200 MB decoded
+# as RGBA), well under Pillow's own limit of 89. JPEGs are then decoded at a reduced scale.
+MAX_PIXELS = 50_000_000
 # Pillow's 16-bit grayscale modes, scaled down to 8 bits (converting would clip them at 255).
 WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L")
 TOP_COUNT = 3
@@ -116,20 +122,31 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 
 def read_picture(path: str | os.PathLike[str]) -> np.ndarray:
     """The picture at ``path`` as a Fashion-MNIST image; DataError naming it if unreadable."""
+    shown = printable(os.fspath(path))
+    require_regular_file(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            if CHANNELS == 1:
-                return to_fashion_mnist(image)
-            # A colour data set's pictures are taken as they are, only resized.
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            return np.asarray(image.resize(IMAGE_SIZE[::-1], Image.Resampling.LANCZOS))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found") from None
+        with warnings.catch_warnings():
+            # Pillow warns past 89 megapixels: MAX_PIXELS, lower, is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise DataError(
+                        f"{shown}: {image.width:,}x{image.height:,} pixels, more than "
+                        f"{MAX_PIXELS / 1e6:.0f} megapixels; not decoded"
+                    )
+                image.draft(None, (WORKING_SIZE, WORKING_SIZE))  # a JPEG at 1/2 to 1/8 scale
+                image.load()
+                if CHANNELS == 1:
+                    return to_fashion_mnist(image)
+                # A colour data set's pictures are taken as they are, only resized.
+                image = ImageOps.exif_transpose(image).convert("RGB")
+                return np.asarray(image.resize(IMAGE_SIZE[::-1], Image.Resampling.LANCZOS))
+    except DataError:
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # Pillow reports a broken file as OSError, ValueError or (for some formats) SyntaxError.
         reason = " ".join(str(error).split())[:QUOTE_LIMIT] or type(error).__name__
-        raise DataError(f"{path}: not a picture that can be read ({reason})") from None
+        raise DataError(f"{shown}: not a picture that can be read ({printable(reason)})") from None
 
 
 def top_classes(
@@ -158,19 +175,26 @@ def format_result(result: dict) -> str:
     """``shirt.jpg: Shirt 71.2% (then T-shirt/top 15.0%, Pullover 6.1%)``"""
     first, *others = result["top3"]
     following = ", ".join(f"{other['class']} {other['probability']:.1%}" for other in others)
-    return f"{result['image']}: {first['class']} {first['probability']:.1%} (then {following})"
+    top = f"{first['class']} {first['probability']:.1%}"
+    return f"{printable(result['image'])}: {top} (then {following})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="pictures to classify")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="pictures to classify")
     parser.add_argument(
         "--model", type=Path, default=Path(MODEL_FILE), help=f"trained model ({MODEL_FILE})"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON array")
-    args = parser.parse_args()
-    if not args.model.is_file():
-        raise DataError(f"{args.model}: not found (run the pipeline first: make repro)")
+    args, unknown = parser.parse_known_args()
+    if unknown:
+        raise PipelineError(
+            f"unknown option {printable(unknown[0])}; a picture whose name starts with - goes "
+            f"after --: python -m fmnist.predict -- {printable(unknown[0])}"
+        )
+    if not args.images:
+        parser.error("name at least one picture")
+    check_model_archive(args.model)
 
     names, images, problems = [], [], []
     for name in args.images:

@@ -25,11 +25,8 @@ HISTORY_SERIES = {
 
 
 def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Per-epoch training history from a dvclive directory: epoch (from 1) and four series.
-
-    The epochs are dvclive's steps, which the train stage starts at 1, so the report's curves
-    and DVC's plots of the same files number the epochs alike.
-    """
+    """Per-epoch training history from a dvclive directory: epoch (dvclive's step, from 1) and
+    four series."""
     columns = {}
     for column, relative in HISTORY_SERIES.items():
         path = Path(live_dir) / relative
@@ -57,12 +54,8 @@ def read_history(live_dir: str | os.PathLike[str]) -> pd.DataFrame:
 def read_predictions(
     path: str | os.PathLike[str], count: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The evaluate stage's per-image predictions: actual and predicted label numbers and the
-    probability of the predicted class.
-
-    Raise DataError unless the file has ``count`` rows whose classes are all class names and
-    whose probabilities are numbers from 0 to 1.
-    """
+    """The evaluate stage's per-image actual and predicted label numbers and the probability of
+    the prediction; DataError unless there are ``count`` rows of class names and probabilities."""
     try:
         table = pd.read_csv(
             path,
@@ -100,10 +93,7 @@ def read_kept_epoch(path: str | os.PathLike[str], epochs: int) -> int:
 def markdown_table(
     header: Sequence[str], rows: Iterable[Sequence[str]], right: Collection[int] = ()
 ) -> list[str]:
-    """The lines of a GitHub markdown table; the columns numbered in ``right`` right-aligned.
-
-    The one table writer of the report, the review and the study table.
-    """
+    """The lines of a GitHub markdown table; the columns numbered in ``right`` right-aligned."""
 
     def line(cells: Sequence[str]) -> str:
         return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
@@ -160,13 +150,8 @@ def render_report(
     split_counts: dict[str, dict[str, int]],
     figures: dict[str, str],
 ) -> str:
-    """The report as GitHub-flavoured markdown; ``figures`` maps names to relative links.
-
-    ``history`` is the per-epoch training history (``read_history``), ``kept_epoch`` the epoch
-    (from 1) whose weights the model holds, ``test_metrics`` the evaluate stage's headline
-    metrics, ``class_scores`` and ``confused_pairs`` its plot records; ``split_counts`` gives
-    the number of images of each class in each split, by split name.
-    """
+    """The report as GitHub-flavoured markdown from the stages' results; ``figures`` maps names
+    to relative links, ``split_counts`` split names to images per class."""
     sizes = " / ".join(f"{sum(counts.values()):,} {name}" for name, counts in split_counts.items())
     epoch = kept_epoch
     kept = history.iloc[epoch - 1]
@@ -261,10 +246,8 @@ def render_checked(
     inputs: dict[Path, object],
     figures: dict[str, str],
 ) -> str:
-    """``render_report`` from the evaluate and split stages' JSON files, keyed by path (test
-    metrics, class scores, confused pairs, split counts, in that order); raise DataError naming
-    them when their content does not have the shape the report reads.
-    """
+    """``render_report`` from the evaluate and split stages' JSON files, keyed by path, in its
+    order; DataError naming them where their content does not have the shape it reads."""
     try:
         return render_report(params, history, kept_epoch, *inputs.values(), figures)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:

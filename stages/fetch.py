@@ -1,9 +1,4 @@
-"""Fetch stage: put the data set's files, decompressed and verified, in ``--out``.
-
-Run from the repository root: ``python -m stages.fetch --out data/raw``. The sources, the timeout
-and the number of attempts come from the ``fetch`` section of params.yaml; the files and their
-checksums from fmnist/dataset.py.
-"""
+"""Fetch stage: put the data set's files, decompressed and verified, in ``--out``."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from fmnist.cli import run_stage
 from fmnist.data import load_split
 from fmnist.evaluation import DIGITS
 from fmnist.files import refuse_links_out
-from fmnist.params import load_params
+from fmnist.params import describe_memory, load_params
 from stages import exit_now, filter_tensorflow_noise
 
 log = logging.getLogger("train")
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--live", type=Path, required=True, help="dvclive directory")
     args = parser.parse_args()
     params = load_params()
+    log.info("%s", describe_memory(params.train))
     refuse_links_out(args.live)
     refuse_links_out(args.model)
     train, val = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, RAW_FILES
-from fmnist.idx import encode_idx
 from fmnist.params import TrainParams, load_params
-from tests.helpers import dvc, git, make_pipeline_repository
-from tools.workspace import REPOSITORY_ROOT, STAGES, stages_run
+from tests.helpers import STAGES, dvc, encode_idx, git, make_pipeline_repository, stages_run
+from tools.workspace import REPOSITORY_ROOT
 
 
 def debian_data() -> Path:
@@ -85,7 +84,7 @@ def baseline_repository(
 ) -> Path:
     """A pipeline repository on synthetic data with its first `dvc repro` committed on main.
 
-    Shared by the session: tests copy it (tools.workspace.copy_workspace) rather than change it.
+    Shared by the session: tests copy it (tests.helpers.copy_workspace) rather than change it.
     """
     source, sha256 = synthetic_source
     root = make_pipeline_repository(tmp_path_factory.mktemp("baseline"), source, sha256)

@@ -8,11 +8,59 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
+import shutil
+import struct
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from fmnist.idx import UNSIGNED_BYTE
+from fmnist.params import read_yaml_file
+from tools.dvc_api import modify_params
 from tools.dvc_cli import dvc_command
 from tools.workspace import REPOSITORY_ROOT, command_environment, make_template
+
+STAGES = ("fetch", "preprocess", "split", "train", "evaluate", "report")
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """Serialise a uint8 array as IDX bytes (the inverse of ``fmnist.idx.decode_idx``)."""
+    if array.dtype != np.uint8:
+        raise ValueError(f"IDX encoding supports uint8 arrays only, not {array.dtype}")
+    header = struct.pack(">BBBB", 0, 0, UNSIGNED_BYTE, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array).tobytes()
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages that DVC's own output says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_params(workspace: Path, changes: Mapping[str, Any]) -> None:
+    """Set values of the workspace's params.yaml by dotted key, e.g. ``train.epochs``, written
+    back through DVC's own YAML writer, as ``dvc exp run -S`` would write them.
+    """
+    modify_params(workspace / "params.yaml", changes)
+
+
+def copy_workspace(template: Path, target: Path) -> Path:
+    """A copy of a whole workspace (git history, DVC cache, outputs) to change freely."""
+    return shutil.copytree(template, target, symlinks=True)
+
+
+def stage_command(workspace: Path, stage: str) -> list[str]:
+    """The stage's command from dvc.yaml, run by this interpreter as DVC would run it."""
+    dvc_yaml = read_yaml_file(workspace / "dvc.yaml")
+    command = shlex.split(dvc_yaml["stages"][stage]["cmd"])
+    if command[0] == "python":
+        command[0] = sys.executable
+    return command
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -127,5 +127,5 @@ def test_a_stage_that_loads_tensorflow_logs_only_its_own_lines(tmp_path: Path) -
     # the stage's own line.
     assert result.returncode == 1
     assert result.stderr == (
-        "evaluate: error: none: not found (run the train stage: dvc repro train)\n"
+        "evaluate: error: none: not found (run the pipeline first: make repro)\n"
     )

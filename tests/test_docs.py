@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, git, run_block, shell_blocks
-from tools.workspace import copy_workspace
+from tests.helpers import copy_workspace, dvc, git, run_block, shell_blocks
 
 RUN_ELSEWHERE = ("docs/sharing.md", "docs/pipeline.md", "docs/reviewing.md")
 DOCUMENTS = [

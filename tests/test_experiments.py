@@ -13,9 +13,8 @@ from dvc.utils.serialize import modify_yaml, parse_yaml
 from fmnist.errors import ParamsError
 from fmnist.params import load_params, read_yaml
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, run_block, shell_blocks
+from tests.helpers import copy_workspace, dvc, run_block, shell_blocks, stages_run
 from tools.dvc_cli import set_dotted
-from tools.workspace import copy_workspace, stages_run
 
 
 @pytest.mark.slow

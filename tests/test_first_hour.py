@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import digests, dvc, git, make
-from tools.workspace import command_environment, copy_workspace, stages_run
+from tests.helpers import copy_workspace, digests, dvc, git, make, stages_run
+from tools.workspace import command_environment
 
 pytestmark = pytest.mark.slow
 

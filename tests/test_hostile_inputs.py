@@ -20,10 +20,9 @@ import pytest
 from fmnist.dataset import RAW_FILES
 from fmnist.errors import PipelineError
 from fmnist.files import write_json
-from fmnist.idx import encode_idx
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import digests, dvc, run
-from tools.workspace import command_environment, copy_workspace, stage_command
+from tests.helpers import copy_workspace, digests, dvc, encode_idx, make, run, stage_command
+from tools.workspace import command_environment
 
 
 @pytest.fixture
@@ -245,3 +244,29 @@ def test_make_repro_fails_when_the_cache_disk_is_full(repository: Path, small_di
     assert guarded.returncode == 1
     assert "could not store" in guarded.stderr
     assert "`dvc commit -f`" in guarded.stderr
+
+
+# --- make's arguments ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "variable"), [("exp", "NAME"), ("predict", "IMAGES"), ("review", "BASE")]
+)
+def test_make_arguments_are_never_run_by_make_or_the_shell(
+    tmp_path: Path, target: str, variable: str
+) -> None:
+    marker = tmp_path / "ran"
+    injected = f"$(shell touch {marker}) $$(touch {marker}) `touch {marker}`; touch {marker}"
+
+    result = make(target, REPOSITORY_ROOT, check=False, **{variable: injected})
+
+    assert result.returncode == 2  # the command refused the value, and make says so
+    assert not marker.exists()
+    # Taken literally, as the error quotes it; predict names each word as a file not found, or
+    # the model where none has been trained.
+    if target == "predict":
+        assert "predict: error: $(shell: not found" in result.stderr or (
+            "models/model.keras: not found" in result.stderr
+        )
+    else:
+        assert injected in result.stderr

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fmnist.errors import DataError
-from fmnist.idx import decode_idx, encode_idx, read_idx, read_images, read_labels, read_split
+from fmnist.idx import decode_idx, read_idx, read_images, read_labels, read_split
+from tests.helpers import encode_idx
 
 LABELS = np.array([3, 0, 9, 1, 1], dtype=np.uint8)
 IMAGES = (np.arange(2 * 28 * 28) % 251).astype(np.uint8).reshape(2, 28, 28)

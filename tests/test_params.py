@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import logging
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from dvc.utils.serialize import parse_yaml
 from pydantic import ValidationError
 
 from fmnist import params as schema
 from fmnist.errors import ParamsError, PipelineError
-from fmnist.params import load_params, parse_params, read_yaml, read_yaml_file
+from fmnist.params import (
+    describe_memory,
+    load_params,
+    parse_params,
+    read_yaml,
+    read_yaml_file,
+    training_memory,
+)
+from tests.conftest import make_train_params
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY_PARAMS = REPOSITORY_ROOT / "params.yaml"
@@ -190,30 +199,48 @@ def test_the_geometry_follows_images_that_are_not_square(monkeypatch: pytest.Mon
     assert line.startswith("params.yaml: train.cnn: block 2 of 2 does not fit: its 15x3 input")
 
 
-def weights(inputs: int, units: list[int]) -> int:
-    widths = [inputs, *units, 10]
-    return sum((before + 1) * after for before, after in itertools.pairwise(widths))
+def test_the_memory_estimate_counts_weights_optimiser_slots_and_a_batch_of_outputs() -> None:
+    # Dense 784-100-10 with Adam, batch 10: the arithmetic a reader can check by hand.
+    train = make_train_params(model="dense", hidden_units=[100], dropout=0.0, batch_size=10)
+    weights = 785 * 100 + 101 * 10
+    augment = train.augment.flip + (train.augment.shift > 0)
+    outputs = 784 * (1 + augment) + 100 * 2 + 2 * 10  # pixels, the layer twice, the softmax twice
+
+    assert training_memory(train) == {
+        "weights and gradients": 8 * weights,
+        "optimiser slots": 8 * weights,  # Adam's two moments
+        "layer outputs of a batch of 10": 4 * outputs * 10,
+    }
+    plain_sgd = make_train_params(**{**train.model_dump(), "optimizer": "sgd", "momentum": 0.0})
+    assert training_memory(plain_sgd)["optimiser slots"] == 0
+    assert describe_memory(train).startswith(
+        f"a training step needs about {sum(training_memory(train).values()) / 1e6:.1f} MB: "
+    )
 
 
 @pytest.mark.parametrize(("image_size", "channels"), [((28, 28), 1), ((32, 32), 3)])
-def test_networks_past_max_weights_are_refused_for_the_data_sets_shape(
+def test_a_network_too_large_to_train_is_refused_naming_its_memory_and_keys(
     monkeypatch: pytest.MonkeyPatch, image_size: tuple[int, int], channels: int
 ) -> None:
-    # A fork edits fmnist/dataset.py: the weights follow its image size and channels.
+    # A fork edits fmnist/dataset.py: the estimate follows its image size and channels.
     monkeypatch.setattr(schema, "IMAGE_SIZE", image_size)
     monkeypatch.setattr(schema, "CHANNELS", channels)
-    pixels = image_size[0] * image_size[1]
-    dense = weights(pixels * channels, [8192] * 8)
-    cnn = (9 * channels + 1) * 1024 + weights(pixels * 1024, [8192])
-    wide_cnn = {"filters": [1024], "padding": "same", "pool_size": 1, "dense_units": 8192}
+    # Six blocks of 1,024 filters that never pool: 60 M weights, but gigabytes of outputs.
+    wide_cnn = {"filters": [1024] * 6, "padding": "same", "pool_size": 1, "dense_units": 16}
 
-    assert problems({"train.hidden_units": [8192] * 8}) == [
-        f"params.yaml: train.hidden_units: the network has {dense:,} weights, at most 100,000,000"
-    ]
-    assert problems({f"train.cnn.{key}": value for key, value in wide_cnn.items()}) == [
-        f"params.yaml: train.cnn: the network has {cnn:,} weights, at most 100,000,000"
-    ]
-    parse_params(mutate({"train.hidden_units": [8192, 8192], "train.cnn.filters": [1024, 1024]}))
+    [dense] = problems({"train.hidden_units": [8192] * 8})
+    [cnn] = problems({"train.model": "cnn", **{f"train.cnn.{k}": v for k, v in wide_cnn.items()}})
+
+    for line, keys in ((dense, "train.hidden_units"), (cnn, "train.cnn")):
+        assert re.fullmatch(
+            r"params.yaml: train: a training step needs about [\d,.]+ MB: [\d,.]+ MB for weights "
+            r"and gradients, [\d,.]+ MB for optimiser slots, [\d,.]+ MB for layer outputs of a "
+            rf"batch of 256, more than 2 GiB; make the network or the batch smaller \({keys}, "
+            r"train.batch_size\)",
+            line,
+        ), line
+    parse_params(mutate({"train.model": "cnn", "train.cnn.filters": [64, 128, 256]}))
+    parse_params(mutate({"train.hidden_units": [8192, 8192]}))
 
 
 @pytest.mark.parametrize(
@@ -307,3 +334,28 @@ def test_the_command_checks_params_yaml_and_exits_1_with_one_line(tmp_path: Path
     assert result.stderr.splitlines() == [
         f"params: error: params.yaml: train.activation: {ACTIVATIONS} (got 'sigmod')"
     ]
+
+
+def test_the_train_stage_refuses_a_network_too_large_before_tensorflow_starts(
+    tmp_path: Path,
+) -> None:
+    wide_cnn = {"filters": [1024] * 6, "padding": "same", "pool_size": 1, "dense_units": 16}
+    changes = {"train.model": "cnn", **{f"train.cnn.{k}": v for k, v in wide_cnn.items()}}
+    document = mutate(changes)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(document), "utf-8")
+    limit = 1536 * 2**20  # TensorFlow alone would not start within it
+
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train", "--data", "d", "--model", "m.keras", "--live", "l"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )
+
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("train: error: params.yaml: train: a training step needs about 25,")
+    assert "more than 2 GiB; make the network or the batch smaller (train.cnn" in line

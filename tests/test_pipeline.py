@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import declared_outputs, dvc
-from tools.workspace import copy_workspace, stages_run
+from tests.helpers import copy_workspace, declared_outputs, dvc, stages_run
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import pytest
 import vl_convert
 
 from fmnist.dataset import CLASS_NAMES
-from tests.helpers import dvc, run
+from tests.helpers import copy_workspace, dvc, run
 from tools.plots_page import render_page
-from tools.workspace import REPOSITORY_ROOT, copy_workspace
+from tools.workspace import REPOSITORY_ROOT
 
 # Debian's headless Chromium first (`.ci/run` installs it), then any Chrome or Chromium.
 BROWSERS = ("chromium-headless-shell", "chromium", "google-chrome", "google-chrome-stable")

@@ -7,11 +7,18 @@ short training on the real data (skipped where Debian's dataset-fashion-mnist is
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import resource
+import signal
+import struct
 import subprocess
 import sys
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,7 @@ from fmnist.data import Split, save_split
 from fmnist.dataset import CLASS_NAMES, RAW_FILES
 from fmnist.errors import DataError, PipelineError
 from fmnist.export import compare_predictions
+from fmnist.files import temporary_files_beside
 from fmnist.idx import read_split
 from fmnist.predict import describe, format_result, read_picture, to_fashion_mnist, top_classes
 from fmnist.predict import main as predict_main
@@ -292,6 +300,204 @@ def test_a_broken_file_is_named_and_the_others_still_classified(
     assert re.fullmatch(rf"{re.escape(str(first))}: {pattern}", lines[0]), lines[0]
     assert str(raised.value).splitlines() == [
         f"{broken}: not a picture that can be read (cannot identify image file {str(broken)!r})"
+    ]
+
+
+# --- hostile pictures, models and exports ------------------------------------------------
+# Each runs under the bound it promises: a regression fails instead of swapping.
+ADDRESS_SPACE = 1536 * 2**20
+
+
+def limit_address_space() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+
+def declaring_size(file_format: str, mode: str, width: int, height: int) -> bytes:
+    """A tiny picture whose header declares ``width`` x ``height``: a decompression bomb's."""
+    buffer = io.BytesIO()
+    Image.new(mode, (16, 16)).save(buffer, file_format)
+    data = bytearray(buffer.getvalue())
+    if file_format == "PNG":  # IHDR's width and height, then its checksum
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(data[12:29]))
+    else:  # JPEG's start of frame: the marker, its length, the precision, then height and width
+        at = data.index(b"\xff\xc0") + 5
+        data[at : at + 4] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_pictures_declaring_too_many_pixels_are_refused_before_decoding(
+    small_model: Path, tmp_path: Path
+) -> None:
+    bombs = {
+        "rgba.png": declaring_size("PNG", "RGBA", 13_000, 13_000),
+        "sixteen-bit.png": declaring_size("PNG", "I;16", 13_000, 13_000),
+        "photo.jpg": declaring_size("JPEG", "RGB", 13_000, 13_000),
+    }
+    for name, data in bombs.items():
+        (tmp_path / name).write_bytes(data)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist.predict", "--model", small_model, *bombs],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_address_space,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"predict: error: {name}: 13,000x13,000 pixels, more than 50 megapixels; not decoded"
+        for name in bombs
+    ]
+
+
+def test_a_fifo_a_directory_and_odd_names_are_named_and_good_pictures_still_classified(
+    small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    rgb(DARK_ON_WHITE).save(tmp_path / "good.png")
+    odd = "odd\nname\x1b[31m.png"
+    (tmp_path / odd).write_bytes((tmp_path / "good.png").read_bytes())
+    (tmp_path / "-dash.png").write_bytes((tmp_path / "good.png").read_bytes())
+    os.mkfifo(tmp_path / "fifo.png")  # nobody writes to it: opening it would block for ever
+    (tmp_path / "folder.png").mkdir()
+    arguments = ["good.png", "fifo.png", "folder.png", odd, "--", "-dash.png"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["predict", "--model", str(small_model), *arguments])
+
+    def timed_out(number: int, frame: object) -> None:
+        raise TimeoutError("predict blocked on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(60)  # a blocked open() is interrupted, and the test fails instead of hanging
+    try:
+        with pytest.raises(PipelineError) as raised:
+            predict_main()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        "good.png",
+        r"odd\nname\x1b[31m.png",
+        "-dash.png",
+    ]
+    assert str(raised.value).splitlines() == [
+        "fifo.png: a FIFO, not a regular file; not read",
+        "folder.png: a directory, not a file",
+    ]
+
+
+def test_a_name_that_looks_like_an_option_gets_a_hint(
+    small_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["predict", "--model", str(small_model), "-dash.png"])
+
+    with pytest.raises(PipelineError, match=r"goes after --: python -m fmnist.predict -- -dash"):
+        predict_main()
+
+
+def inflating_archive(model: Path, target: Path, member: str, size: int) -> Path:
+    """A copy of the archive ``model`` whose ``member`` inflates to ``size`` bytes of valid JSON
+    (a few kilobytes on disk)."""
+    with zipfile.ZipFile(model) as source, zipfile.ZipFile(target, "w") as bomb:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == member:
+                data += b" " * (size - len(data))
+            bomb.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    return target
+
+
+@pytest.mark.parametrize("member", ["metadata.json", "config.json"])
+def test_a_model_archive_that_inflates_past_its_bounds_is_refused_before_reading(
+    small_model: Path, tmp_path: Path, member: str
+) -> None:
+    from fmnist.model import load_model
+
+    bomb = inflating_archive(small_model, tmp_path / "bomb.keras", member, 64 * 2**20)
+    rgb(DARK_ON_WHITE).save(tmp_path / "good.png")
+    refusal = f"{bomb}: {member} inflates to 67,108,864 bytes; a model of this pipeline holds"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist.predict", "--model", bomb, tmp_path / "good.png"],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_address_space,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"predict: error: {refusal} at most 1,048,576 bytes; not read"
+    ]
+    with pytest.raises(DataError, match=re.escape(refusal)):
+        load_model(bomb)  # export's and evaluate's way in
+
+
+def test_a_model_with_code_in_it_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    from fmnist.model import load_model
+
+    inputs = keras.Input((28, 28), dtype="uint8")
+    outputs = keras.layers.Lambda(lambda x: keras.ops.sum(x, axis=2))(
+        keras.layers.Rescaling(1 / 255)(inputs)
+    )
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, keras.layers.Dense(10)(outputs)).save(path)
+
+    with pytest.raises(DataError, match=r"not a loadable Keras model .*Lambda"):
+        load_model(path)
+
+
+def test_temporary_files_live_beside_the_output_and_go_however_the_block_ends(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "models" / "model.tflite"
+
+    with pytest.raises(KeyboardInterrupt), temporary_files_beside(out) as directory:
+        made = Path(tempfile.mkdtemp())
+        assert made.parent == directory and directory.parent == out.parent
+        assert directory.name.startswith(".model.tflite.")
+        raise KeyboardInterrupt  # what run_stage makes of Ctrl-C and SIGTERM
+
+    assert not directory.exists() and list(out.parent.iterdir()) == []
+    assert Path(tempfile.mkdtemp()).parent != directory
+
+
+def test_an_export_that_cannot_write_the_labels_changes_neither_file(
+    small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fmnist.export import main as export_main
+
+    split = tmp_path / "test.npz"
+    save_split(split, Split(np.zeros((4, 28, 28), np.uint8), np.arange(4, dtype=np.uint8)))
+    out = tmp_path / "model.tflite"
+    out.write_bytes(b"old model")
+    (tmp_path / "model.labels.txt").write_text("old labels\n")
+
+    def full_disk(*arguments: object, **options: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)  # only the labels are written as text
+    arguments = ["export", "--model", small_model, "--data", split, "--out", out]
+    monkeypatch.setattr(sys, "argv", [str(argument) for argument in arguments])
+
+    with pytest.raises(PipelineError, match="No space left on device"):
+        export_main()
+
+    monkeypatch.undo()
+    assert out.read_bytes() == b"old model"
+    assert (tmp_path / "model.labels.txt").read_text() == "old labels\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "model.labels.txt",
+        "model.tflite",
+        "test.npz",
     ]
 
 

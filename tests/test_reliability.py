@@ -31,11 +31,10 @@ import yaml
 from fmnist.data import Split, save_split
 from fmnist.dataset import NUM_CLASSES, RAW_FILES
 from fmnist.files import PARTIAL_MARKER
-from fmnist.idx import encode_idx
 from tests.conftest import REPOSITORY_ROOT, make_images
-from tests.helpers import dvc, git
+from tests.helpers import STAGES, copy_workspace, dvc, encode_idx, git, set_params, stages_run
 from tools.dvc_cli import dvc_command
-from tools.workspace import STAGES, command_environment, copy_workspace, set_params, stages_run
+from tools.workspace import command_environment
 
 # Everything a run writes outside data/: compared byte for byte before and after a failure.
 RESULTS = ("models", "metrics", "plots", "reports")

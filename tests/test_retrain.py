@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import copy_workspace, run
 from tools.retrain import out_of_tolerance
-from tools.workspace import copy_workspace
 
 
 def diff(**metrics: tuple[object, object]) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import dvc, git, run, run_block, shell_blocks
+from tests.helpers import copy_workspace, dvc, git, run, run_block, shell_blocks, stages_run
 from tools.review import (
     CLASS_METRICS,
     CLASSES_FILE,
@@ -23,7 +23,6 @@ from tools.review import (
     plot_sections,
     slug,
 )
-from tools.workspace import copy_workspace, stages_run
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}

@@ -20,8 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, git, make, run, run_block
-from tools.workspace import stages_run
+from tests.helpers import dvc, git, make, run, run_block, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +54,8 @@ def s3_endpoint() -> Iterator[str]:
         deadline = time.monotonic() + SERVER_START_SECONDS
         while True:
             try:
-                requests.put(f"{endpoint}/{BUCKET}", timeout=2).raise_for_status()
+                # Its first answer can take seconds on a busy machine: read timeout 30 s.
+                requests.put(f"{endpoint}/{BUCKET}", timeout=(2, 30)).raise_for_status()
                 break
             except requests.ConnectionError:
                 if server.poll() is not None or time.monotonic() > deadline:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import dvc, git, run
+from tests.helpers import copy_workspace, dvc, git, run, set_params, stages_run
 from tools.staleness import absent_outputs, find_changes
-from tools.workspace import copy_workspace, set_params, stages_run
 
 # --- the filter, on `dvc status --json` documents as DVC prints them --------------------------
 

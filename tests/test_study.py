@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shlex
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,9 +16,10 @@ import yaml
 from fmnist.errors import ParamsError, PipelineError
 from fmnist.params import parse_params
 from tests.conftest import REPOSITORY_ROOT
-from tests.helpers import dvc, git, run
-from tools.dvc_cli import get_dotted, set_arguments
+from tests.helpers import copy_workspace, dvc, git, make, run
+from tools.dvc_cli import LOCK_FILE, get_dotted, set_arguments
 from tools.study import (
+    PARAMS_BEFORE,
     TABLE_END,
     TABLE_START,
     Experiment,
@@ -29,7 +33,7 @@ from tools.study import (
     sweep_experiments,
     update_readme,
 )
-from tools.workspace import copy_workspace
+from tools.workspace import command_environment
 
 
 def apply_sets(document: dict, arguments: list[str]) -> dict:
@@ -230,30 +234,83 @@ def study_repository(template: Path, target: Path, experiments: dict[str, dict])
 def test_the_queue_runs_every_experiment_and_fails_naming_a_failed_one(
     baseline_repository: Path, tmp_path: Path
 ) -> None:
-    repository = study_repository(
-        baseline_repository,
-        tmp_path / "repository",
-        {
-            "tiny-sigmoid": {
-                "title": "Sigmoid",
-                "reported": "55.2% test",
-                "params": {"train.activation": "sigmoid", "train.epochs": 1},
-            },
-            # Valid params, but a source that does not exist: the fetch stage fails at once.
-            "tiny-fails": {
-                "title": "Fails",
-                "params": {"fetch.sources": ["/nonexistent/fashion-mnist"]},
-            },
-        },
-    )
+    sigmoid = {"train.activation": "sigmoid", "train.epochs": 1}
+    experiments = {
+        "tiny-sigmoid": {"title": "Sigmoid", "reported": "55.2% test", "params": sigmoid}
+    }
+    repository = study_repository(baseline_repository, tmp_path / "repository", experiments)
+    # Queued by hand, as the README shows: valid params, but a source that does not exist, so
+    # that the fetch stage fails at once.
+    dvc("exp", "run", "--queue", "-n", "raw-fails", "-S", "fetch.sources=[/none]", cwd=repository)
     study = [sys.executable, "-m", "tools.study"]
 
     result = run([*study, "run"], repository, check=False)
 
     assert result.returncode == 1, result.stderr[-2000:]
-    assert "experiments failed: tiny-fails" in result.stderr
+    assert "experiments failed: raw-fails (see `dvc queue logs NAME`)" in result.stderr
     results = latest_results(dvc("exp", "show", "--json", cwd=repository).stdout)
-    sigmoid = results["tiny-sigmoid"]
-    assert sigmoid["params"]["params.yaml"]["data"]["train"]["activation"] == "sigmoid"
-    table = run([*study, "table"], repository).stdout
-    assert "| Sigmoid | 55.2% test | " in table and "| Fails | not reported | - | - |" in table
+    assert results["tiny-sigmoid"]["params"]["params.yaml"]["data"]["train"]["activation"] == (
+        "sigmoid"
+    )
+    assert "raw-fails" not in results
+    assert "| Sigmoid | 55.2% test | " in run([*study, "table"], repository).stdout
+    empty = make("queue", repository, check=False)
+    assert empty.returncode == 2 and "the queue is empty" in empty.stderr  # make: 2
+
+
+@pytest.mark.slow
+def test_a_second_command_is_refused_and_an_interrupted_experiment_leaves_params_as_they_were(
+    baseline_repository: Path, tmp_path: Path
+) -> None:
+    slow = {"train.epochs": 1000, "train.batch_size": 8}  # minutes: it is interrupted first
+    repository = study_repository(
+        baseline_repository, tmp_path / "repository", {"slow": {"title": "Slow", "params": slow}}
+    )
+    params = (repository / "params.yaml").read_bytes()
+    lock = repository / LOCK_FILE
+    lock.parent.mkdir(parents=True, exist_ok=True)
+
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("`make exp` (process 1)")
+        held.flush()
+        for target in ("exp", "study", "queue", "repro", "reset"):
+            refused = make(target, repository, check=False, NAME="slow")
+            assert refused.returncode == 2, (target, refused.stderr)
+            errors = [line for line in refused.stderr.splitlines() if ": error: " in line]
+            assert errors == [
+                f"{'study' if target in ('exp', 'study', 'queue') else target}: error: `make exp` "
+                "(process 1) is running in this clone; one at a time: wait for it to end"
+            ], (target, refused.stderr)
+    assert (repository / "params.yaml").read_bytes() == params
+
+    # Interrupted once the train stage runs: SIGTERM, as `kill` sends it.
+    running = subprocess.Popen(
+        [sys.executable, "-m", "tools.study", "exp", "slow"],
+        cwd=repository,
+        env=command_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    for line in running.stdout:
+        output.append(line)
+        if line.startswith("Running stage 'train'"):
+            running.send_signal(signal.SIGTERM)
+    assert running.wait(timeout=300) == 143, "".join(output)[-3000:]
+    assert (repository / "params.yaml").read_bytes() == params
+    assert git("symbolic-ref", "--short", "HEAD", cwd=repository).strip() == "main"
+    assert not (repository / PARAMS_BEFORE).exists()
+
+    # Killed outright (SIGKILL), with DVC's overrides left in params.yaml: the next one refuses.
+    (repository / PARAMS_BEFORE).write_bytes(params)
+    (repository / "params.yaml").write_bytes(params + b"# an override DVC left\n")
+    refused = make("exp", repository, check=False, NAME="slow")
+    assert refused.returncode == 2
+    assert "params.yaml may still hold the overrides of an experiment that was killed" in (
+        refused.stderr
+    )
+    make("reset", repository)
+    assert (repository / "params.yaml").read_bytes() == params
+    assert not (repository / PARAMS_BEFORE).exists()

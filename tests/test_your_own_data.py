@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.idx import encode_idx
-from tests.helpers import dvc, run
+from tests.helpers import dvc, encode_idx, run
 from tools.workspace import make_template
 
 pytestmark = pytest.mark.slow

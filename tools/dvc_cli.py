@@ -9,16 +9,65 @@ so the virtual environment's DVC answers whatever ``dvc`` is first on PATH.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fmnist.errors import PipelineError
+
+# Held by make exp, study, queue, repro and reset while they run (DVC's own lock lets a second
+# `dvc exp run` rewrite params.yaml under a running one: docs/guarantees.md).
+LOCK_FILE = Path(".dvc/tmp/fmnist.lock")
+
+
+@contextlib.contextmanager
+def one_at_a_time(command: str) -> Iterator[None]:
+    """Hold the clone's lock for the block, or fail at once naming the command that holds it.
+
+    The kernel releases it when the process ends, however it ends: a killed run never leaves
+    a stale lock behind.
+    """
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another command"
+            raise PipelineError(
+                f"{holder} is running in this clone; one at a time: wait for it to end"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"`{command}` (process {os.getpid()})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+
+
+def run_to_end(command: list[str]) -> int:
+    """Run ``command`` and return its exit status once it has ended, even when this process is
+    interrupted (Ctrl-C, SIGTERM): the command and its children get SIGINT, and the interruption
+    is raised again only after their own clean-up is done (DVC's puts HEAD back).
+    """
+    # A process group of its own: the interruption reaches it from here, once, whatever sent it.
+    with subprocess.Popen(command, process_group=0) as process:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait()
+            raise
 
 
 def dvc_command(*arguments: str) -> list[str]:

@@ -18,7 +18,8 @@ import sys
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.params import load_params
-from tools.dvc_cli import dvc_command, run_dvc, stream_dvc
+from tools.dvc_cli import dvc_command, one_at_a_time, run_dvc, stream_dvc
+from tools.study import PARAMS_BEFORE
 
 log = logging.getLogger("repro")
 
@@ -50,6 +51,7 @@ def repro(arguments: list[str]) -> None:
 
 def reset() -> None:
     subprocess.run(["git", "checkout", "HEAD", "--", *COMMITTED_RESULTS], check=True)
+    PARAMS_BEFORE.unlink(missing_ok=True)  # a killed `make exp`'s params are gone too
     checkout = subprocess.run(dvc_command("checkout", "--quiet"), capture_output=True, text=True)
     if checkout.returncode != 0 and has_remote():
         log.info("not all in the local DVC cache: pulling from the remote")
@@ -66,10 +68,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("repro", "reset"))
     args, rest = parser.parse_known_args()
-    if args.command == "repro":
-        repro(rest)
-    else:
-        reset()
+    with one_at_a_time(f"make {args.command}"):
+        if args.command == "repro":
+            repro(rest)
+        else:
+            reset()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from tools.dvc_cli import run_dvc_json
 log = logging.getLogger("check-retrain")
 
 METRICS_FILE = "metrics/evaluate.json"
+BASE = "HEAD"
 
 
 def is_number(value: object) -> bool:
@@ -45,11 +46,6 @@ def out_of_tolerance(diff: Mapping[str, Mapping[str, Any]], tolerance: float) ->
     return lines
 
 
-def metrics_diff(base: str, target: str) -> dict[str, Any]:
-    """``dvc metrics diff BASE --all --json`` for ``target``, the workspace against ``base``."""
-    return run_dvc_json("metrics", "diff", base, "--all", "--json", "--targets", target) or {}
-
-
 def tolerance_value(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -59,20 +55,18 @@ def tolerance_value(text: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", default="HEAD", help="the committed results (HEAD)")
-    parser.add_argument("--metrics", default=METRICS_FILE, help=f"metrics file ({METRICS_FILE})")
     parser.add_argument(
         "--tolerance", type=tolerance_value, default=0.01, help="largest absolute change (0.01)"
     )
     args = parser.parse_args()
-    diff = metrics_diff(args.base, args.metrics)
+    diff = run_dvc_json("metrics", "diff", BASE, "--all", "--json", "--targets", METRICS_FILE)
     if not diff:
-        raise PipelineError(f"{args.metrics}: no metrics in the workspace or at {args.base}")
+        raise PipelineError(f"{METRICS_FILE}: no metrics in the workspace or at {BASE}")
     beyond = out_of_tolerance(diff, args.tolerance)
     if beyond:
         raise PipelineError("\n".join(["the retrain moved metrics beyond the tolerance:", *beyond]))
     count = sum(len(metrics) for metrics in diff.values())
-    log.info("all %d metrics within %g of %s", count, args.tolerance, args.base)
+    log.info("all %d metrics within %g of %s", count, args.tolerance, BASE)
 
 
 if __name__ == "__main__":

@@ -75,11 +75,6 @@ def absent_outputs(status: dict[str, list[Any]]) -> list[str]:
     ]
 
 
-def dvc_status() -> dict[str, list[Any]]:
-    """``dvc status --json`` for the repository around the working directory."""
-    return run_dvc_json("status", "--json") or {}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -88,7 +83,7 @@ def main() -> None:
         help="after `dvc pull`: also fail for every output that is absent (never pushed)",
     )
     args = parser.parse_args()
-    status = dvc_status()
+    status = run_dvc_json("status", "--json") or {}
     lock_path = Path("dvc.lock")
     lock = read_yaml_file(lock_path) if lock_path.is_file() else None
     changes = find_changes(status, lock or {})

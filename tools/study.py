@@ -1,13 +1,17 @@
 """Run the named experiments of ``experiments.yaml`` as DVC experiments and tabulate them.
 
 - ``exp NAME`` (``make exp``): ``dvc exp run -n NAME -S key=value ...`` in the workspace.
-- ``run [NAME ...]`` (``make study``): queue them, ``dvc exp run --run-all``, and fail naming
-  every experiment that did not succeed (DVC itself exits 0 then).
+- ``run [NAME ...]`` (``make study``): queue them, then run the queue as ``queue`` does.
+- ``queue`` (``make queue``): run DVC's queue (``dvc exp run --run-all``) and fail naming every
+  queued experiment that did not succeed (DVC itself exits 0 then).
 - ``table [--readme FILE]``: the results table, from ``dvc exp show --json -A``.
 - ``plan [--sweep EXPR] [NAME ...]``: the names as a JSON array, for a CI matrix whose jobs each
   run ``exp NAME [--sweep EXPR]``.
 
-Every experiment's params are checked before DVC touches params.yaml or any output.
+Every experiment's params are checked before DVC touches params.yaml or any output, and one
+command at a time runs in a clone (tools.dvc_cli.one_at_a_time). ``exp`` puts params.yaml back
+when the experiment fails or is interrupted; if it was killed before it could, the next ``exp``
+refuses to start on the overrides left in params.yaml.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import json
 import logging
 import re
 import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,15 @@ from fmnist.files import write_text
 from fmnist.params import PARAMS_FILE, parse_params, read_yaml, read_yaml_file
 from fmnist.report import format_percent, markdown_table
 from tools.dvc_api import expand_sweep
-from tools.dvc_cli import dvc_command, get_dotted, run_dvc, set_arguments, set_dotted
+from tools.dvc_cli import (
+    dvc_command,
+    get_dotted,
+    one_at_a_time,
+    run_dvc,
+    run_to_end,
+    set_arguments,
+    set_dotted,
+)
 
 log = logging.getLogger("study")
 
@@ -36,6 +47,8 @@ TIMES_FILE = Path("bench/accuracy.json")
 TABLE_START, TABLE_END = "<!-- study-table:start -->", "<!-- study-table:end -->"
 TEST_ACCURACY = ("metrics/evaluate.json", "accuracy")
 VALIDATION_ACCURACY = ("metrics/train/metrics.json", "eval.accuracy")
+# params.yaml as it was before `exp` ran DVC; removed once it is back or the run succeeded.
+PARAMS_BEFORE = Path(".dvc/tmp/params.yaml.before-exp")
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,7 @@ def _runs(show_json: str) -> list[dict]:
     for entry in json.loads(show_json or "[]"):
         for run in entry.get("experiments") or []:
             revision = run["revs"][0]
-            state = (revision.get("executor") or {}).get("state")
+            state = (run.get("executor") or {}).get("state")
             data = revision.get("data") or {}
             runs.append(
                 {"name": run.get("name"), "state": state, "error": revision.get("error"), **data}
@@ -124,29 +137,65 @@ def remove_earlier_runs(names: list[str]) -> None:
         run_dvc("exp", "remove", *earlier)
 
 
+def run_in_workspace(experiment: Experiment) -> None:
+    """``dvc exp run`` of ``experiment`` in the workspace; params.yaml is put back unless it
+    succeeds (DVC leaves the overrides there), so that the next experiment does not inherit them.
+    """
+    before = PARAMS_FILE.read_bytes()
+    if PARAMS_BEFORE.exists() and PARAMS_BEFORE.read_bytes() != before:
+        raise PipelineError(
+            f"{PARAMS_FILE} may still hold the overrides of an experiment that was killed: "
+            f"`cp {PARAMS_BEFORE} {PARAMS_FILE}` puts back the params from before it, `make "
+            "reset` the last commit's"
+        )
+    PARAMS_BEFORE.write_bytes(before)
+    log.info("running %s: %s", experiment.name, shlex.join(run_command(experiment)))
+    status = None
+    try:
+        status = run_to_end(dvc_command(*run_command(experiment)[1:]))
+    finally:
+        if status != 0:
+            PARAMS_FILE.write_bytes(before)
+            log.info("%s is back as it was before %s", PARAMS_FILE, experiment.name)
+        PARAMS_BEFORE.unlink()
+    if status != 0:
+        raise PipelineError(f"experiment {experiment.name} failed (see the output above)")
+
+
+def run_queue(jobs: int = 1) -> None:
+    """Run DVC's queue and wait for it; PipelineError naming every queued experiment that did
+    not succeed, where `dvc exp run --run-all` exits 0."""
+    queued = [
+        run["name"] for run in _runs(run_dvc("exp", "show", "--json")) if run["state"] == "queued"
+    ]
+    if not queued:
+        raise PipelineError("the queue is empty: `dvc exp run --queue -S key=value` adds to it")
+    log.info(
+        "running %s, %d at a time (`dvc queue logs -f NAME` follows one)", ", ".join(queued), jobs
+    )
+    run_to_end(dvc_command("exp", "run", "--run-all", "--jobs", str(jobs)))
+    succeeded = {
+        run["name"]
+        for run in _runs(run_dvc("exp", "show", "--json"))
+        if run.get("metrics") and not run["error"] and run["state"] in (None, "success")
+    }
+    failed = [name for name in queued if name not in succeeded]
+    if failed:
+        raise PipelineError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
+
+
 def run_experiments(experiments: list[Experiment], queue: bool, jobs: int = 1) -> None:
     for experiment in experiments:
         check_params(experiment)
     remove_earlier_runs([experiment.name for experiment in experiments])
     if not queue:
         (experiment,) = experiments
-        log.info("running %s: %s", experiment.name, shlex.join(run_command(experiment)))
-        if subprocess.run(dvc_command(*run_command(experiment)[1:])).returncode != 0:
-            raise PipelineError(f"experiment {experiment.name} failed (see the output above)")
+        run_in_workspace(experiment)
         return
     for experiment in experiments:
         log.info("queueing %s: %s", experiment.name, experiment.title)
         run_dvc(*run_command(experiment, queue=True)[1:])
-    log.info("running the queue, %d at a time (`dvc queue logs -f NAME` follows one)", jobs)
-    subprocess.run(dvc_command("exp", "run", "--run-all", "--jobs", str(jobs)), check=False)
-    succeeded = {
-        run["name"]
-        for run in _runs(run_dvc("exp", "show", "--json"))
-        if run.get("metrics") and not run["error"] and run["state"] in (None, "success")
-    }
-    failed = [e.name for e in experiments if e.name not in succeeded]
-    if failed:
-        raise PipelineError(f"experiments failed: {', '.join(failed)} (see `dvc queue logs NAME`)")
+    run_queue(jobs)
 
 
 def latest_results(show_json: str) -> dict[str, dict]:
@@ -221,7 +270,9 @@ def main() -> None:
     exp.add_argument("names", nargs=1, metavar="name")
     plan = commands.add_parser("plan", help="print experiment names as JSON, for a CI matrix")
     run = commands.add_parser("run", help="queue experiments, run the queue and wait for it")
-    run.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    runner = commands.add_parser("queue", help="run DVC's queue; fail naming any that failed")
+    for command in (run, runner):
+        command.add_argument("--jobs", type=int, default=1, help="experiments run at once")
     for command in (plan, run):
         command.add_argument("names", nargs="*", help="experiments (default: all)")
     for command in (exp, plan):
@@ -234,6 +285,10 @@ def main() -> None:
     table.add_argument("--times", type=Path, default=TIMES_FILE, help="make bench's results")
     args = parser.parse_args()
 
+    if args.command == "queue":
+        with one_at_a_time("make queue"):
+            run_queue(args.jobs)
+        return
     if getattr(args, "sweep", None):
         experiments = sweep_experiments(args.sweep, args.prefix)
     else:
@@ -255,7 +310,8 @@ def main() -> None:
         for experiment in chosen:
             print(shlex.join(run_command(experiment, queue)))
     else:
-        run_experiments(chosen, queue, getattr(args, "jobs", 1))
+        with one_at_a_time(f"make {'study' if queue else 'exp'}"):
+            run_experiments(chosen, queue, getattr(args, "jobs", 1))
 
 
 if __name__ == "__main__":
