@@ -61,7 +61,7 @@ lint: setup  ## Check style and import order with ruff, and the GitHub workflows
 predict: setup  ## Classify your own pictures: make predict IMAGES="coat.jpg sneaker.png"
 	python -m fmnist.predict $$IMAGES
 
-export: setup  ## Write models/model.tflite and check it agrees with the Keras model
+export: setup  ## Write models/model.tflite (LiteRT) and models/model.onnx, each checked against Keras
 	python -m fmnist.export
 
 .PHONY: push check-lock check-pushed check-retrain review

@@ -2,6 +2,8 @@
 params.yaml's fetch.sources, nothing else (docs/your-own-data.md)."""
 
 NAME = "Fashion-MNIST"
+# Where the model card (reports/model-card.md) says the data set is: its Hugging Face Hub id.
+HUB_DATASET = "zalando-datasets/fashion_mnist"
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
     "Trouser",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import takewhile
+
 import numpy as np
 
 from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, WATCHED_PAIRS
@@ -44,10 +46,9 @@ def _per_class_scores(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.metrics import precision_recall_fscore_support
 
-    precision, recall, f1, _ = precision_recall_fscore_support(
+    return precision_recall_fscore_support(
         labels, predicted, labels=np.arange(NUM_CLASSES), zero_division=0
-    )
-    return precision, recall, f1
+    )[:3]
 
 
 def class_scores(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
@@ -65,53 +66,30 @@ def class_scores(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
 
 
 def confused_pairs(matrix: np.ndarray) -> list[dict]:
-    """The most confused pairs of classes as plot records, most errors first, always including
-    the data set's WATCHED_PAIRS in both directions.
+    """The most confused pairs of classes as plot records, most errors first (ties by class
+    order), always including the data set's WATCHED_PAIRS in both directions.
     """
-    pairs = most_confused_pairs(matrix, count=CONFUSED_PAIRS)
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    order = np.argsort(-errors, axis=None, kind="stable")[:CONFUSED_PAIRS]
+    # The cells with errors, up to the first without: argsort puts those after them.
+    cells = [divmod(int(flat), NUM_CLASSES) for flat in takewhile(errors.flat.__getitem__, order)]
     for first, second in WATCHED_PAIRS:
         one, other = CLASS_NAMES.index(first), CLASS_NAMES.index(second)
-        for true, predicted in ((one, other), (other, one)):
-            pair = {
-                "true": CLASS_NAMES[true],
-                "predicted": CLASS_NAMES[predicted],
-                "count": int(matrix[true, predicted]),
-            }
-            if pair not in pairs:
-                pairs.append(pair)
-    pairs.sort(key=lambda pair: -pair["count"])
-    return [
+        cells += [(one, other), (other, one)]
+    records = [
         {
-            "pair": f"{pair['true']} as {pair['predicted']}",
-            "actual": pair["true"],
-            "predicted": pair["predicted"],
-            "count": pair["count"],
+            "pair": f"{CLASS_NAMES[true]} as {CLASS_NAMES[predicted]}",
+            "actual": CLASS_NAMES[true],
+            "predicted": CLASS_NAMES[predicted],
+            "count": int(matrix[true, predicted]),
         }
-        for pair in pairs
+        for true, predicted in dict.fromkeys(cells)  # each once, where first listed
     ]
+    return sorted(records, key=lambda record: -record["count"])
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Confusion matrix ``(10, 10)``: rows are true classes, columns predicted ones."""
     cells = labels.astype(np.int64) * NUM_CLASSES + predicted.astype(np.int64)
     return np.bincount(cells, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
-def most_confused_pairs(matrix: np.ndarray, count: int = 5) -> list[dict]:
-    """The off-diagonal cells with the most errors, largest first (ties by class order)."""
-    errors = matrix.copy()
-    np.fill_diagonal(errors, 0)
-    order = np.argsort(-errors, axis=None, kind="stable")[:count]
-    pairs = []
-    for flat in order:
-        true, predicted = np.unravel_index(flat, errors.shape)
-        if errors[true, predicted] == 0:
-            break
-        pairs.append(
-            {
-                "true": CLASS_NAMES[true],
-                "predicted": CLASS_NAMES[predicted],
-                "count": int(errors[true, predicted]),
-            }
-        )
-    return pairs

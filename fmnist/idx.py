@@ -1,9 +1,5 @@
 """The IDX format of the MNIST family: a 4-byte magic, big-endian dimensions, a uint8 payload.
-
-Only what the data set uses is accepted: unsigned-byte data, images of
-``fmnist.dataset.IMAGE_SHAPE`` and one dimension for labels. Every malformed input raises
-DataError naming the file and the problem.
-"""
+Only unsigned-byte images of fmnist.dataset.IMAGE_SHAPE and labels are accepted (DataError)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fmnist.cli import summarize_error
-from fmnist.dataset import CLASS_NAMES, NAME
+from fmnist.dataset import CLASS_NAMES, HUB_DATASET, IMAGE_SHAPE, NAME, NUM_CLASSES
 from fmnist.errors import DataError
 from fmnist.files import read_json
 from fmnist.params import Params
@@ -239,17 +239,95 @@ def render_report(
     return "\n".join(lines)
 
 
+def render_model_card(
+    params: Params,
+    test_metrics: dict,
+    class_scores: list[dict],
+    confused_pairs: list[dict],
+    split_counts: dict[str, dict[str, int]],
+) -> str:
+    """The model card, in the Hugging Face Hub's layout: YAML metadata, then what the model is
+    for, its data, its scores on the test set, its input contract and its limits."""
+    headline = ("accuracy", "precision", "recall", "f1")
+    scores = "".join(
+        f"\n          - {{type: {name}, value: {test_metrics[name]}}}" for name in headline
+    )
+    sizes = ", ".join(f"{sum(counts.values()):,} {name}" for name, counts in split_counts.items())
+    per_class = [[r["class"], *(f"{r[name]:.4f}" for name in headline[1:])] for r in class_scores]
+    weakest = min(class_scores, key=lambda record: record["f1"])
+    confusions = "; ".join(f"{pair['pair']}: {pair['count']:,}" for pair in confused_pairs[:3])
+    labels = ", ".join(f"{index} {name}" for index, name in enumerate(CLASS_NAMES))
+    overall = [[name, f"{test_metrics[name]:.4f}"] for name in headline]
+    tables = [
+        "\n".join(markdown_table(header, rows, right=range(1, len(header))))
+        for header, rows in ((["metric", "value"], overall), (["class", *headline[1:]], per_class))
+    ]
+    return f"""---
+library_name: keras
+pipeline_tag: image-classification
+tags: [{NAME.lower()}, image-classification, keras]
+datasets: [{HUB_DATASET}]
+metrics: [{", ".join(headline)}]
+model-index:
+  - name: {NAME.lower()}-classifier
+    results:
+      - task: {{type: image-classification}}
+        dataset: {{name: {NAME}, type: {HUB_DATASET}, split: test}}
+        metrics:{scores}
+---
+
+# {NAME} classifier
+
+{describe_model(params)} Written by this repository's pipeline (`dvc repro`); every figure below
+comes from its metrics files.
+
+## Intended use
+
+Sorting pictures of single clothing items into the {NUM_CLASSES} classes of {NAME}, and a
+baseline to compare experiments with. Not for people, scenes, or pictures of several items.
+
+## Training data
+
+{NAME} ({HUB_DATASET}): {sizes} images; split `{params.split.method}`, seed {params.seed}.
+
+## Evaluation on the test set
+
+{tables[0]}
+
+Precision, recall and F1 are macro averages; per class:
+
+{tables[1]}
+
+## Input contract
+
+In: uint8 images of shape `(n, {", ".join(map(str, IMAGE_SHAPE))})`, the item light on a black
+background, centred and filling the frame; pixels are scaled inside the model. Out: float32
+probabilities `(n, {NUM_CLASSES})`, in label order: {labels}. A photo must be converted first, as
+`fmnist.predict.to_fashion_mnist` does.
+
+## Limitations
+
+The weakest class is {weakest["class"]} (F1 {weakest["f1"]:.4f}). Photos taken otherwise than
+Zalando's catalogue pictures (cluttered backgrounds, several items, unusual angles) score lower.
+Most often confused on the test set: {confusions}.
+"""
+
+
 def render_checked(
     params: Params,
     history: pd.DataFrame,
     kept_epoch: int,
     inputs: dict[Path, object],
     figures: dict[str, str],
-) -> str:
-    """``render_report`` from the evaluate and split stages' JSON files, keyed by path, in its
-    order; DataError naming them where their content does not have the shape it reads."""
+) -> tuple[str, str]:
+    """``render_report`` and ``render_model_card`` from the evaluate and split stages' JSON
+    files, keyed by path, in their order; DataError naming them where their content does not
+    have the shape they read."""
     try:
-        return render_report(params, history, kept_epoch, *inputs.values(), figures)
+        return (
+            render_report(params, history, kept_epoch, *inputs.values(), figures),
+            render_model_card(params, *inputs.values()),
+        )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         names = ", ".join(str(path) for path in inputs)
         raise DataError(f"cannot write the report from {names}: {summarize_error(error)}") from None

@@ -23,12 +23,8 @@ _noise_filter: list = []
 
 
 def filter_tensorflow_noise() -> None:
-    """Drop TensorFlow's start-up lines from this process's stderr; every other line passes.
-
-    File descriptor 2 becomes a pipe read by a thread that copies each line to the real stderr
-    unless it is noise. At exit the descriptor is put back and the thread drains the pipe, so
-    no line of an error message is lost.
-    """
+    """Drop TensorFlow's start-up lines from this process's stderr: descriptor 2 becomes a pipe
+    whose thread copies every other line; at exit it drains the pipe, so no line is lost."""
     if _noise_filter:
         return
     sys.stderr.flush()
@@ -61,12 +57,8 @@ def _stop_filter() -> None:
 
 
 def exit_now() -> NoReturn:
-    """End a stage that succeeded at once, with status 0, skipping the interpreter's teardown.
-
-    Every output is written, closed and in place by then, so the teardown has nothing left to
-    do, yet with TensorFlow or scikit-learn loaded it takes from half a second to several
-    seconds: on every run, and longer than some stages' own work.
-    """
+    """End a stage that succeeded at once, with status 0: with TensorFlow loaded, the
+    interpreter's teardown, which has nothing left to do, takes seconds."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

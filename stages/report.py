@@ -1,4 +1,5 @@
-"""Write the markdown report with its figures: curves, confusion matrix, misclassified images."""
+"""Write the markdown report with its figures (curves, confusion matrix, misclassified images)
+and the model card."""
 
 import argparse
 import logging
@@ -31,10 +32,12 @@ def main() -> None:
     parser.add_argument("--live", type=Path, required=True, help="the train stage's dvclive")
     parser.add_argument("--figures", type=Path, required=True, help="directory for the PNGs")
     parser.add_argument("--out", type=Path, required=True, help="the report (markdown)")
+    parser.add_argument("--card", type=Path, required=True, help="the model card (markdown)")
     args = parser.parse_args()
     params = load_params()
     refuse_links_out(args.figures)
     refuse_links_out(args.out)
+    refuse_links_out(args.card)
 
     # Every input is read and checked before the first figure is written, so that a damaged one
     # fails the stage with the earlier figures untouched.
@@ -68,11 +71,12 @@ def main() -> None:
         name: Path(os.path.relpath(path, args.out.parent)).as_posix()
         for name, path in paths.items()
     }
-    markdown = render_checked(params, history, kept_epoch, inputs, links)
+    markdown, card = render_checked(params, history, kept_epoch, inputs, links)
     for name, figure in figures.items():
         save_figure(figure, paths[name])
     write_text(args.out, markdown)
-    log.info("wrote %s with %d figures", args.out, len(figures))
+    write_text(args.card, card)
+    log.info("wrote %s with %d figures, and %s", args.out, len(figures), args.card)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
@@ -84,27 +85,36 @@ def baseline_repository(
 ) -> Path:
     """A pipeline repository on synthetic data with its first `dvc repro` committed on main.
 
-    Shared by the session: tests copy it (tests.helpers.copy_workspace) rather than change it.
+    Built once for the run, by whichever parallel worker asks first while the others wait, and
+    shared: tests copy it (tests.helpers.copy_workspace) rather than change it.
     """
-    source, sha256 = synthetic_source
-    root = make_pipeline_repository(tmp_path_factory.mktemp("baseline"), source, sha256)
-    first = dvc("repro", cwd=root)
-    assert stages_run(first.stdout) == set(STAGES)
-    git("add", "-A", cwd=root)
-    git("commit", "-q", "-m", "baseline run", cwd=root)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's own
+    root = shared / "baseline"
+    with open(shared / "baseline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "baseline.built").exists():
+            source, sha256 = synthetic_source
+            root.mkdir()
+            make_pipeline_repository(root, source, sha256)
+            first = dvc("repro", cwd=root)
+            assert stages_run(first.stdout) == set(STAGES)
+            git("add", "-A", cwd=root)
+            git("commit", "-q", "-m", "baseline run", cwd=root)
+            (shared / "baseline.built").touch()
     return root
 
 
 # The longest end-to-end tests first, so that parallel workers do not wait on one at the end;
 # `make test` gives each worker whole files (`--dist loadfile`), so a module's fixtures are made
-# once.
+# once. The second needs no baseline: its worker works while the first builds it.
 LONGEST_FIRST = (
     "test_docs.py",
+    "test_your_own_data.py",
     "test_sharing.py",
     "test_first_hour.py",
     "test_study.py",
     "test_experiments.py",
-    "test_your_own_data.py",
     "test_pipeline.py",
 )
 

@@ -15,7 +15,6 @@ from fmnist.evaluation import (
     classification_metrics,
     confused_pairs,
     confusion,
-    most_confused_pairs,
 )
 
 # Every class twice; three mistakes: T-shirt/top -> Shirt, Coat -> Pullover, Shirt -> T-shirt/top.
@@ -111,7 +110,7 @@ def test_confusion_matches_scikit_learn_on_uint8_labels() -> None:
     )
 
 
-def test_most_confused_pairs_orders_by_count_then_class_and_skips_the_diagonal() -> None:
+def test_confused_pairs_order_by_count_then_class_and_skip_the_diagonal() -> None:
     matrix = np.zeros((10, 10), dtype=np.int64)
     matrix[2, 2] = 100  # correct predictions never count as confusion
     matrix[6, 0] = 7
@@ -120,30 +119,30 @@ def test_most_confused_pairs_orders_by_count_then_class_and_skips_the_diagonal()
     matrix[4, 6] = 2
     original = matrix.copy()
 
-    pairs = most_confused_pairs(matrix, count=5)
+    pairs = confused_pairs(matrix)
 
-    assert pairs == [
-        {"true": "Shirt", "predicted": "T-shirt/top", "count": 7},
-        {"true": "Trouser", "predicted": "Dress", "count": 5},
-        {"true": "Dress", "predicted": "Trouser", "count": 5},
-        {"true": "Coat", "predicted": "Shirt", "count": 2},
+    assert [(pair["pair"], pair["count"]) for pair in pairs] == [
+        ("Shirt as T-shirt/top", 7),
+        ("Trouser as Dress", 5),
+        ("Dress as Trouser", 5),
+        ("Coat as Shirt", 2),
+        # The watched pairs without errors, in WATCHED_PAIRS order.
+        ("T-shirt/top as Shirt", 0),
+        ("Shirt as Pullover", 0),
+        ("Pullover as Shirt", 0),
+        ("Shirt as Coat", 0),
     ]
     np.testing.assert_array_equal(matrix, original)
 
 
-def test_most_confused_pairs_returns_at_most_count_pairs() -> None:
+def test_confused_pairs_list_at_most_ten_pairs_besides_the_watched_ones() -> None:
     matrix = np.arange(100).reshape(10, 10)
 
-    pairs = most_confused_pairs(matrix, count=2)
+    pairs = confused_pairs(matrix)
 
-    assert pairs == [
-        {"true": "Ankle boot", "predicted": "Bag", "count": 98},
-        {"true": "Ankle boot", "predicted": "Sneaker", "count": 97},
-    ]
-
-
-def test_most_confused_pairs_is_empty_without_errors() -> None:
-    assert most_confused_pairs(np.diag(np.full(10, 50))) == []
+    # The ten largest off-diagonal cells (99 and 88 are on it), then the six shirt pairs.
+    assert [pair["count"] for pair in pairs] == [*range(98, 88, -1), 64, 62, 60, 46, 26, 6]
+    assert pairs[0]["pair"] == "Ankle boot as Bag"
 
 
 def test_confused_pairs_lead_with_the_worst_and_always_hold_shirt_against_its_lookalikes() -> None:

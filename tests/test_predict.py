@@ -494,6 +494,7 @@ def test_an_export_that_cannot_write_the_labels_changes_neither_file(
     monkeypatch.undo()
     assert out.read_bytes() == b"old model"
     assert (tmp_path / "model.labels.txt").read_text() == "old labels\n"
+    # No model.onnx, and nothing temporary, was left either.
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "model.labels.txt",
         "model.tflite",
@@ -501,20 +502,22 @@ def test_an_export_that_cannot_write_the_labels_changes_neither_file(
     ]
 
 
-def test_a_bfloat16_model_is_exported_computing_in_float32() -> None:
-    from fmnist.export import computing_in_float32, convert_to_tflite, tflite_probabilities
+def test_a_bfloat16_model_is_exported_computing_in_float32(tmp_path: Path) -> None:
+    from fmnist.export import RUNNERS, computing_in_float32, export_files
     from fmnist.model import build_model
 
     model = build_model(make_train_params(model="dense", hidden_units=[8], precision="bfloat16"))
     images = np.random.default_rng(3).integers(0, 256, (20, 28, 28), dtype=np.uint8)
 
     copy = computing_in_float32(model)
-    probabilities = tflite_probabilities(convert_to_tflite(model), images)
+    files = export_files(model, tmp_path)
 
     assert copy.get_layer("dense_1").compute_dtype == "float32"
     for original, copied in zip(model.get_weights(), copy.get_weights(), strict=True):
         np.testing.assert_array_equal(original, copied)
-    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=0.01)
+    for runtime, path in files.items():
+        probabilities = RUNNERS[runtime](path, images)
+        np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=0.01)
     assert computing_in_float32(copy) is copy
 
 
@@ -583,25 +586,48 @@ def test_photographed_items_are_classified_about_as_well_as_the_test_set(
 
 
 @pytest.mark.slow
-def test_the_tflite_export_agrees_with_keras(
-    trained_model: tuple[Path, Split], tmp_path: Path
+def test_the_litert_and_onnx_exports_agree_with_keras(
+    trained_model: tuple[Path, Split], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import onnxruntime
+
     model_path, test = trained_model
     split = tmp_path / "test.npz"
-    save_split(split, Split(test.images[:2_000], test.labels[:2_000]))
-    out = tmp_path / "model.tflite"
+    save_split(split, test)  # the whole test set, as make export checks it
+    out = tmp_path / "models" / "model.tflite"
 
     result = run_module("fmnist.export", "--model", model_path, "--data", split, "--out", out)
 
     assert result.returncode == 0, result.stderr
-    agreement = re.search(
-        r"agreement: (\d+\.\d\d)% of 2,000 test images get the same class; largest "
-        r"probability difference (\S+)",
-        result.stderr,
+    for runtime in ("LiteRT", "ONNX Runtime"):
+        agreement = re.search(
+            rf"{runtime}: (\d+\.\d\d)% of 10,000 test images get the same class; largest "
+            r"probability difference (\S+)",
+            result.stderr,
+        )
+        assert agreement, result.stderr
+        print(agreement.group(0))
+        assert float(agreement.group(1)) >= 99.9 and float(agreement.group(2)) <= 1e-5
+    assert out.read_bytes()[4:8] == b"TFL3"  # the LiteRT flat buffer's identifier
+    [onnx_input] = onnxruntime.InferenceSession(out.with_suffix(".onnx")).get_inputs()
+    assert (onnx_input.name, onnx_input.type, onnx_input.shape[1:]) == (
+        "image",
+        "tensor(uint8)",
+        [28, 28],
     )
-    assert agreement, result.stderr
-    print(agreement.group(0))
-    assert float(agreement.group(1)) >= 99.5
-    assert float(agreement.group(2)) < 1e-3
-    assert out.read_bytes()[4:8] == b"TFL3"  # the TensorFlow Lite flat buffer's identifier
-    assert (tmp_path / "model.labels.txt").read_text().splitlines() == list(CLASS_NAMES)
+    assert out.with_suffix(".labels.txt").read_text().splitlines() == list(CLASS_NAMES)
+
+    # docs/using-the-model.md's snippets for each runtime, as written, on a test image.
+    from fmnist.model import load_model, predict_probabilities
+
+    image = test.images[0]
+    expected = predict_probabilities(load_model(model_path), image[None])[0]
+    text = (REPOSITORY_ROOT / "docs" / "using-the-model.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    snippets = [block for block in blocks if re.search(r"models/model\.(tflite|onnx)", block)]
+    assert len(snippets) == 2
+    monkeypatch.chdir(tmp_path)
+    for snippet in snippets:
+        namespace = {"image": image}
+        exec(snippet, namespace)  # the documented code, run as a reader would
+        np.testing.assert_allclose(namespace["probabilities"], expected, atol=1e-5)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fmnist.dataset import CLASS_NAMES
 from fmnist.errors import DataError
@@ -18,6 +21,7 @@ from fmnist.report import (
     describe_model,
     read_history,
     read_predictions,
+    render_model_card,
     render_report,
 )
 
@@ -263,3 +267,58 @@ def test_predictions_give_labels_and_the_probability_of_each_answer(tmp_path: Pa
         read_predictions(wrong, 1)
     with pytest.raises(DataError, match="3 test images"):
         read_predictions(path, 3)
+
+
+# --- the model card ------------------------------------------------------------------------
+
+
+def assert_card_matches(card: str, test_metrics: dict, class_scores: list[dict]) -> None:
+    """Every figure of ``card`` is the one in metrics/evaluate.json or plots/classes.json."""
+    assert card.startswith("---\n")
+    front, body = card.removeprefix("---\n").split("\n---\n", 1)
+    [model] = yaml.safe_load(front)["model-index"]
+    [result] = model["results"]
+    assert result["dataset"]["split"] == "test"
+    headline = {metric["type"]: metric["value"] for metric in result["metrics"]}
+    assert headline == {
+        name: test_metrics[name] for name in ("accuracy", "precision", "recall", "f1")
+    }
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in body.splitlines()]
+    cells = {
+        row[0]: [float(cell) for cell in row[1:]]
+        for row in rows
+        if len(row) > 1 and row[0] not in ("metric", "class") and not row[0].startswith("-")
+    }
+    for name, value in headline.items():
+        assert cells[name] == [value]
+    for record in class_scores:
+        expected = [round(record[name], 4) for name in ("precision", "recall", "f1")]
+        assert cells[record["class"]] == expected  # the metrics files hold 4 digits
+    per_class = (record[name] for record in class_scores for name in ("precision", "recall", "f1"))
+    scores = {round(score, 4) for score in (*test_metrics.values(), *per_class)}
+    figures = [float(figure) for figure in re.findall(r"\b\d\.\d{4}\b", body)]
+    assert figures and set(figures) <= scores
+
+
+def test_the_model_card_holds_the_metrics_and_the_input_contract() -> None:
+    card = render_model_card(
+        load_params(REPOSITORY_PARAMS), TEST_METRICS, CLASS_SCORES, CONFUSED_PAIRS, SPLIT_COUNTS
+    )
+
+    assert_card_matches(card, TEST_METRICS, CLASS_SCORES)
+    assert "In: uint8 images of shape `(n, 28, 28)`" in card
+    assert "0 T-shirt/top, 1 Trouser," in card and "9 Ankle boot." in card
+    assert (
+        "Most often confused on the test set: Shirt as T-shirt/top: 123; Pullover as Coat: 98."
+        in card
+    )
+    assert "70,000" not in card and "48,000 train, 12,000 val, 10,045 test images" in card
+
+
+def test_the_committed_model_card_matches_the_committed_metrics() -> None:
+    root = REPOSITORY_PARAMS.parent
+    card = (root / "reports" / "model-card.md").read_text(encoding="utf-8")
+    metrics = json.loads((root / "metrics" / "evaluate.json").read_text())
+    classes = json.loads((root / "plots" / "classes.json").read_text())
+
+    assert_card_matches(card, metrics, classes)

@@ -15,17 +15,19 @@ from tools.review import (
     CLASS_METRICS,
     CLASSES_FILE,
     CONFUSED_PAIRS_FILE,
+    CURVES,
     ReviewError,
     change_cell,
     check_earlier_review,
     class_rows,
+    mermaid_chart,
     pair_rows,
-    plot_sections,
     slug,
+    write_plots,
 )
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".svg": b"<svg"}
+PNG = b"\x89PNG\r\n\x1a\n"
 TINY_SPEC = {
     "data": {"values": [{"step": 0, "loss": 1.0, "rev": "main"}]},
     "mark": "line",
@@ -35,7 +37,43 @@ TINY_SPEC = {
 
 def assert_image(path: Path) -> None:
     assert path.is_file(), path
-    assert path.read_bytes().startswith(SIGNATURES[path.suffix]), path
+    assert path.read_bytes().startswith(PNG), path
+
+
+# Mermaid's xychart-beta grammar, for the statements the review writes (mermaid.js.org/syntax/
+# xyChart): a title, a categorical x-axis, a y-axis title, then line and bar series.
+TEXT = r'"[^"\n]+"'
+NUMBER = r"-?(\d+(\.\d*)?|\.\d+)"
+XYCHART = {
+    "title": re.compile(rf"    title {TEXT}"),
+    "x-axis": re.compile(rf"    x-axis( {TEXT})? \[(?P<categories>{TEXT}(, {TEXT})*)\]"),
+    "y-axis": re.compile(rf"    y-axis {TEXT}( {NUMBER} --> {NUMBER})?"),
+    "series": re.compile(rf"    (line|bar) \[(?P<values>{NUMBER}(, {NUMBER})*)\]"),
+}
+
+
+def mermaid_blocks(markdown: str) -> list[list[str]]:
+    return [block.splitlines() for block in re.findall(r"```mermaid\n(.*?)```", markdown, re.S)]
+
+
+def parse_xychart(lines: list[str]) -> tuple[list[str], list[list[float]]]:
+    """The categories and series of a Mermaid xychart-beta block; AssertionError where a line
+    breaks the grammar or a series has more values than there are categories."""
+    assert lines[0] == "xychart-beta", lines
+    title, x_axis, y_axis, *series = lines[1:]
+    assert XYCHART["title"].fullmatch(title), title
+    assert XYCHART["y-axis"].fullmatch(y_axis), y_axis
+    axis = XYCHART["x-axis"].fullmatch(x_axis)
+    assert axis, x_axis
+    categories = re.findall(r'"([^"]+)"', axis["categories"])
+    values = []
+    for line in series:
+        match = XYCHART["series"].fullmatch(line)
+        assert match, line
+        values.append([float(value) for value in match["values"].split(", ")])
+        assert 0 < len(values[-1]) <= len(categories), line
+    assert values, lines
+    return categories, values
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -96,37 +134,40 @@ def test_slug_names_image_files() -> None:
     assert slug("Per-class F1 (test set)") == "per-class-f1-test-set"
 
 
-@pytest.mark.parametrize("image_format", ["png", "svg"])
-def test_plots_are_drawn_and_image_plots_put_side_by_side(
-    tmp_path: Path, image_format: str
-) -> None:
-    images = tmp_path / "images"
-    images.mkdir()
-    files = {}
-    for name in ("main_a.png", "workspace_a.png", "main_b.png", "workspace_b.png"):
-        files[name] = images / name
-        files[name].write_bytes(SIGNATURES[".png"] + name.encode())
-    files["main_b.png"].write_bytes(files["workspace_b.png"].read_bytes())
+def test_charts_follow_mermaids_xychart_grammar() -> None:
+    [block] = mermaid_blocks(
+        "\n".join(
+            mermaid_chart(
+                "F1 per class",
+                ["T-shirt/top", "Bag"],
+                "F1",
+                [("bar", [0.81234, 0.9]), ("line", [0.8, 0.95])],
+            )
+        )
+    )
+    assert parse_xychart(block) == (["T-shirt/top", "Bag"], [[0.8123, 0.9], [0.8, 0.95]])
+    header, title, x_axis, y_axis = block[:4]
+    for broken in (
+        [title, '    x-axis ["T-shirt/top", "Bag"', y_axis, "    bar [0.1]"],  # unclosed list
+        [title, x_axis, y_axis, "    line [0.1, nan]"],  # not a number
+        [title, x_axis, y_axis, "    bar []"],  # an empty series
+        [title, x_axis, y_axis, "    bar [0.1, 0.2, 0.3]"],  # more values than categories
+        [x_axis, y_axis, "    bar [0.1]"],  # no title
+    ):
+        with pytest.raises(AssertionError):
+            parse_xychart([header, *broken])
 
-    def image(name: str, revision: str) -> dict:
-        return {"type": "image", "revisions": [revision], "url": str(files[name])}
 
+def test_vega_plots_are_drawn_beside_the_image_files_dvc_wrote(tmp_path: Path) -> None:
+    (tmp_path / "main_plots_a.png").write_bytes(PNG)
     plots = {
         "data": {
-            "Loss": [{"type": "vega", "revisions": ["workspace", "main"], "content": TINY_SPEC}],
-            "plots/a.png": [image("workspace_a.png", "workspace"), image("main_a.png", "main")],
-            "plots/b.png": [image("workspace_b.png", "workspace"), image("main_b.png", "main")],
-            "plots/new.png": [image("workspace_b.png", "workspace")],
-            "metrics/train/plots/metrics": [],
+            "Loss": [{"type": "vega", "revisions": ["workspace", "main"], "content": TINY_SPEC}]
         }
     }
-    markdown = "\n".join(plot_sections(plots, "main", "workspace", images, image_format))
-    assert f"![Loss](images/01-loss.{image_format})" in markdown
-    assert_image(images / f"01-loss.{image_format}")
-    assert "| ![old](images/main_a.png) | ![new](images/workspace_a.png) |" in markdown
-    assert "**plots/b.png** (unchanged)\n\n![plots/b.png](images/workspace_b.png)" in markdown
-    assert "**plots/new.png** (not in the base)" in markdown
-    assert "metrics/train/plots/metrics" not in markdown
+
+    assert write_plots(plots, "workspace", tmp_path) == 2
+    assert_image(tmp_path / "01-loss.png")
 
 
 def test_a_plot_missing_in_the_reviewed_revision_is_an_error(tmp_path: Path) -> None:
@@ -139,9 +180,9 @@ def test_a_plot_missing_in_the_reviewed_revision_is_an_error(tmp_path: Path) -> 
     }
     message = "plot 'Loss' is declared in dvc.yaml but plots/loss.tsv is missing in workspace"
     with pytest.raises(ReviewError, match=f"^{re.escape(message)}$"):
-        plot_sections(plots, "main", "workspace", tmp_path, "png")
+        write_plots(plots, "workspace", tmp_path)
     del plots["errors"][1]  # missing in the base only: a new plot
-    assert plot_sections(plots, "main", "workspace", tmp_path, "png")[0] == "**Loss**"
+    assert write_plots(plots, "workspace", tmp_path) == 1
 
 
 def test_an_earlier_review_may_be_replaced_but_nothing_else(tmp_path: Path) -> None:
@@ -215,41 +256,43 @@ def test_review_shows_the_confused_pairs_old_and_new(experiment: Path, report: s
     assert table_rows(section)[2:] == pair_rows(old, new)
 
 
+def read_series(repository: Path, revision: str, path: str) -> list[float]:
+    lines = git("show", f"{revision}:{path}", cwd=repository).splitlines()[1:]
+    return [round(float(line.split("\t")[-1]), 4) for line in lines]
+
+
 @pytest.mark.slow
-def test_review_draws_every_declared_plot(experiment: Path, report: str, tmp_path: Path) -> None:
-    arguments = ["plots", "diff", "main", "--json", "--out", str(tmp_path)]
-    plots = json.loads(dvc(*arguments, cwd=experiment).stdout)["data"]
-    for name in (name for name, entries in plots.items() if entries):
-        assert f"**{name}**" in report, name
+def test_review_charts_the_curves_and_f1_per_class_old_against_new(
+    experiment: Path, report: str
+) -> None:
+    charts = [parse_xychart(block) for block in mermaid_blocks(report)]
+    assert len(charts) == len(CURVES) + 1
+    for (epochs, lines), path in zip(charts, CURVES.values(), strict=False):
+        assert lines == [read_series(experiment, revision, path) for revision in ("main", "HEAD")]
+        assert epochs == ["1", "2"]
+    classes, (bars, line) = charts[-1]
+    old, new = (read_at(experiment, revision, CLASSES_FILE) for revision in ("main", "HEAD"))
+    assert classes == [record["class"] for record in new]
+    assert bars == [record["f1"] for record in new] and line == [record["f1"] for record in old]
+    assert 'title "F1 per class: workspace (bars), main (line)"' in report
+
+
+@pytest.mark.slow
+def test_review_draws_every_declared_plot_for_the_artifact(experiment: Path, report: str) -> None:
+    images = experiment / "review" / "images"
+    files = sorted(path.name for path in images.iterdir())
     stages = yaml.safe_load((experiment / "dvc.yaml").read_text())["stages"]
     for stage in stages.values():
         for path in (next(iter(entry)) for entry in stage.get("plots") or []):
-            assert f"**{path}" in report, path  # a directory: each of its files
-    links = re.findall(r"\]\((images/[^)]+)\)", report)
-    assert any(link.endswith("_plots_samples.png") for link in links)
-    for link in links:
-        assert_image(experiment / "review" / link)
-    # The report's figures changed with the activation: shown old and new side by side.
-    assert "**plots/report/confusion.png**\n\n| old | new |" in report
-    assert "| ![old](images/main_plots_report_confusion.png) |" in report
-
-
-@pytest.mark.slow
-def test_review_of_a_revision_against_itself_shows_no_change(
-    experiment: Path, tmp_path: Path
-) -> None:
-    command = [sys.executable, "-m", "tools.review", "--base", "main", "--revision", "main"]
-    run([*command, "--out", str(tmp_path / "same"), "--format", "svg"], experiment)
-    report = (tmp_path / "same" / "report.md").read_text()
-    assert report.startswith("## Experiment review: main against main")
-    assert "No param changed." in report
-    assert "No metric changed." in report
-    assert "→" not in report
-    assert "**plots/report/confusion.png** (unchanged)" in report
-    svg = sorted((tmp_path / "same" / "images").glob("*.svg"))
-    assert svg
-    for path in svg:
+            if path.endswith(".png"):  # an image plot, old and new
+                flat = path.replace("/", "_")
+                assert f"main_{flat}" in files and f"workspace_{flat}" in files, path
+    for path in images.iterdir():
         assert_image(path)
+    assert report.endswith(
+        f"Every plot of `dvc plots diff`, old and new ({len(files)} files): `images/` beside "
+        "this report.\n"
+    )
 
 
 @pytest.mark.slow

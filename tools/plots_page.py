@@ -8,7 +8,8 @@ clone's ``.dvc/config.local`` at it. ``make setup`` runs it.
 
     python -m tools.plots_page --out .venv/share/dvc-plots.html
 
-The page leaves out DVC's ``{scripts}`` placeholder, which is where DVC would put the CDN tags.
+The page is DVC's own (``dvc_render.html.PAGE_HTML``) with the libraries in place of its
+``{scripts}`` placeholder, which is where DVC would put the CDN tags.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from pathlib import Path
 
 import vl_convert
+from dvc_render.html import PAGE_HTML
 
 from fmnist.cli import run_stage
 from fmnist.files import write_text
@@ -28,27 +30,6 @@ log = logging.getLogger("plots_page")
 
 # DVC's templates are written for Vega-Lite 5 (their $schema); the newest 5.x vl-convert holds.
 VEGA_LITE_VERSION = "5.21"
-PAGE = """<!DOCTYPE html>
-<html>
-<head>
-    {{refresh_tag}}
-    <meta charset="utf-8">
-    <title>DVC Plot</title>
-    <!-- Vega {vega}, Vega-Lite {vega_lite}, Vega-Embed {vega_embed}, from vl-convert-python -->
-    <script type="text/javascript">
-{bundle}
-    </script>
-    <style>
-        table {{
-            border-spacing: 15px;
-        }}
-    </style>
-</head>
-<body>
-    {{plot_divs}}
-</body>
-</html>
-"""
 
 
 def render_page() -> str:
@@ -58,29 +39,26 @@ def render_page() -> str:
     bundle = vl_convert.javascript_bundle(vl_version=VEGA_LITE_VERSION)
     # Inline, "</script" would end the script element early; the bundle's strings never need it.
     bundle = bundle.replace("</script", "<\\/script")
-    return PAGE.format(
-        bundle=bundle,
-        vega=vl_convert.get_vega_version(),
-        vega_lite=VEGA_LITE_VERSION,
-        vega_embed=vl_convert.get_vega_embed_version(),
+    libraries = (
+        f"<!-- Vega {vl_convert.get_vega_version()}, Vega-Lite {VEGA_LITE_VERSION}, "
+        f"Vega-Embed {vl_convert.get_vega_embed_version()}, from vl-convert-python -->\n"
+        f'    <script type="text/javascript">\n{bundle}\n    </script>'
     )
+    page = PAGE_HTML.replace("<title>", '<meta charset="utf-8">\n    <title>', 1)
+    return page.replace("{scripts}", libraries) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where to write the page")
-    parser.add_argument(
-        "--no-config", action="store_true", help="write the page only, leave .dvc/config.local"
-    )
     args = parser.parse_args()
     write_text(args.out, render_page())
     log.info("wrote %s (%s bytes)", args.out, f"{args.out.stat().st_size:,}")
-    if not args.no_config:
-        # DVC reads a relative plots.html_template from the repository's .dvc directory.
-        dvc_directory = Path(run_dvc("root").strip()) / ".dvc"
-        setting = os.path.relpath(args.out.resolve(), dvc_directory.resolve())
-        run_dvc("config", "--local", "plots.html_template", setting)
-        log.info("dvc plots show and dvc plots diff now use it (.dvc/config.local)")
+    # DVC reads a relative plots.html_template from the repository's .dvc directory.
+    dvc_directory = Path(run_dvc("root").strip()) / ".dvc"
+    setting = os.path.relpath(args.out.resolve(), dvc_directory.resolve())
+    run_dvc("config", "--local", "plots.html_template", setting)
+    log.info("dvc plots show and dvc plots diff now use it (.dvc/config.local)")
 
 
 if __name__ == "__main__":

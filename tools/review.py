@@ -1,27 +1,22 @@
 """The review of an experiment against a base: DVC's own comparison, plus what it lacks.
 
-DVC compares params and metrics and overlays plots of two revisions, but it writes HTML for a
-browser, and it puts no number on a change inside plot data (per-class metrics, confused
-pairs). This module runs DVC's commands and adds only that.
-
 ``python -m tools.review --base main`` (``make review``) compares the workspace, or
-``--revision REV``, with ``--base REV`` and writes ``review/report.md``, its images in
-``review/images/``:
-
-- the changed params and metrics, as ``dvc params diff --md`` and ``dvc metrics diff --md``
-  print them;
-- precision, recall and F1 per class, old -> new, and the counts of the most confused pairs;
-- every plot of ``dvc plots diff --json``: Vega-Lite plots drawn as images, image plots old
-  and new side by side.
-
-A plot that dvc.yaml declares but whose file is missing in the reviewed revision is an error.
+``--revision REV``, with ``--base REV`` and writes ``review/report.md``, the pull-request
+comment, and every plot of ``dvc plots diff`` as image files in ``review/images/``, which the
+workflow uploads as an artifact. The comment holds ``dvc params diff --md`` and ``dvc metrics
+diff --md``, the validation curves and F1 per class, old against new, as Mermaid charts that
+GitHub draws itself (nothing is hosted anywhere), and tables of the per-class metrics and the
+most confused pairs: numbers DVC puts on no change inside plot data (docs/reviewing.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +29,7 @@ from dvc.exceptions import PathMissingError
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.files import atomic_directory
-from fmnist.report import markdown_table
+from fmnist.report import HISTORY_SERIES, markdown_table
 from tools import dvc_cli
 
 log = logging.getLogger("review")
@@ -44,9 +39,14 @@ WORKSPACE = "workspace"  # the name dvc gives the working tree among revisions
 CLASSES_FILE = "plots/classes.json"
 CONFUSED_PAIRS_FILE = "plots/confused_pairs.json"
 CLASS_METRICS = ("precision", "recall", "f1")
+# The validation curves of the train stage's dvclive directory, as dvc.yaml declares it.
+CURVES = {
+    "Validation loss": f"metrics/train/{HISTORY_SERIES['val_loss']}",
+    "Validation accuracy": f"metrics/train/{HISTORY_SERIES['val_accuracy']}",
+}
+FIGURES_ARTIFACT = "review-figures"  # the workflow's name for review/images/
 REPORT_FILE = "report.md"
 IMAGES_DIRECTORY = "images"
-IMAGE_FORMATS = ("png", "svg")
 PNG_SCALE = 2  # pixels per Vega unit: sharp on high-density screens
 NOTHING = "—"
 
@@ -112,21 +112,23 @@ def pair_rows(old: list[Mapping] | None, new: list[Mapping]) -> list[list[str]]:
     return rows
 
 
-def plot_data_sections(base: str, revision: str | None, repository: Path) -> list[str]:
-    """Markdown for the per-class metrics and the confused pairs, old against new.
-
-    ``dvc plots diff`` draws both files for both revisions but puts no number on a change.
+def plot_data_sections(
+    base: str, revision: str | None, repository: Path
+) -> tuple[list[str], tuple[list | None, list]]:
+    """Markdown for the per-class metrics and the confused pairs, old against new, and the
+    per-class records of both revisions. ``dvc plots diff`` puts no number on their changes.
     """
     tables = (
         (CLASSES_FILE, "Per class", ["class", *CLASS_METRICS], class_rows),
         (CONFUSED_PAIRS_FILE, "Most confused pairs", ["pair", "old", "new", "change"], pair_rows),
     )
-    lines = []
+    lines, read = [], []
     for path, title, header, rows in tables:
         new = read_records(path, revision, repository)
         if new is None:
             raise ReviewError(f"{path} is missing in {revision or WORKSPACE}")
         old = read_records(path, base, repository)
+        read.append((old, new))
         note = f" ({path} is not in {base}: new values only)" if old is None else ""
         lines += [
             f"### {title}{note}",
@@ -134,7 +136,53 @@ def plot_data_sections(base: str, revision: str | None, repository: Path) -> lis
             *markdown_table(header, rows(old, new), right=range(1, len(header))),
             "",
         ]
-    return lines
+    return lines, read[0]
+
+
+# --- charts that GitHub draws in the comment ------------------------------------------------
+
+
+def mermaid_chart(title: str, categories: Sequence[object], axis: str, series: list) -> list[str]:
+    """A Mermaid ``xychart-beta`` block: ``series`` is (``line`` or ``bar``, values) pairs."""
+    labels = ", ".join(f'"{category}"' for category in categories)
+    lines = ["```mermaid", "xychart-beta", f'    title "{title}"', f"    x-axis [{labels}]"]
+    lines.append(f'    y-axis "{axis}"')
+    for kind, values in series:
+        lines.append(f"    {kind} [{', '.join(f'{value:.4f}' for value in values)}]")
+    return [*lines, "```", ""]
+
+
+def read_series(path: str, revision: str | None, repository: Path) -> list[float] | None:
+    """The values of a dvclive TSV series at ``revision`` (None: the workspace); None if absent."""
+    try:
+        text = dvc.api.read(path, repo=str(repository), rev=revision)
+    except PathMissingError:
+        return None
+    return [float(row[-1]) for row in list(csv.reader(io.StringIO(text), delimiter="\t"))[1:]]
+
+
+def chart_sections(
+    base: str, revision: str | None, repository: Path, classes: tuple[list | None, list]
+) -> list[str]:
+    """The validation curves per epoch and F1 per class, base then ``revision``, as charts."""
+    new = revision or WORKSPACE
+    lines = ["### Curves and F1 per class", ""]
+    for title, path in CURVES.items():
+        series = [
+            values
+            for values in (read_series(path, rev, repository) for rev in (base, revision))
+            if values
+        ]
+        epochs = range(1, max(map(len, series), default=0) + 1)
+        named = f"{title} per epoch: {base} first, {new} second" if len(series) == 2 else title
+        lines += mermaid_chart(named, epochs, title.split()[-1], [("line", v) for v in series])
+    old, records = classes
+    before = {record["class"]: record["f1"] for record in old or []}
+    bars = [("bar", [record["f1"] for record in records])]
+    if all(record["class"] in before for record in records):
+        bars.append(("line", [before[record["class"]] for record in records]))
+    title = f"F1 per class: {new} (bars), {base} (line)"
+    return lines + mermaid_chart(title, [record["class"] for record in records], "F1", bars)
 
 
 # --- plots: DVC writes HTML for a browser; the review needs image files ------------------------
@@ -145,11 +193,9 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "plot"
 
 
-def render_vega_lite(name: str, spec: Mapping[str, Any], image_format: str) -> bytes:
-    """A Vega-Lite spec as PNG or SVG bytes, drawn without a browser."""
+def render_vega_lite(name: str, spec: Mapping[str, Any]) -> bytes:
+    """A Vega-Lite spec as PNG bytes, drawn without a browser."""
     try:
-        if image_format == "svg":
-            return vl_convert.vegalite_to_svg(spec).encode()
         return vl_convert.vegalite_to_png(spec, scale=PNG_SCALE)
     except ValueError as error:
         raise ReviewError(f"cannot render plot {name!r}: {error}") from error
@@ -165,50 +211,32 @@ def describe_plot_error(error: Mapping[str, Any]) -> str:
     )
 
 
-def plot_sections(
-    plots: Mapping[str, Any], base: str, revision: str, images: Path, image_format: str
-) -> list[str]:
-    """Markdown for ``dvc plots diff --json --out images``; Vega plots drawn into ``images``.
-
-    Each Vega plot already holds both revisions; an image plot has a file per revision,
-    which dvc wrote to ``images``.
-    """
+def write_plots(plots: Mapping[str, Any], revision: str, images: Path) -> int:
+    """Draw the Vega plots of ``dvc plots diff --json --out images`` (each holds both revisions)
+    into ``images``, where dvc wrote the image plots' files; return how many files it holds."""
     errors = [error for error in plots.get("errors") or [] if error.get("rev") == revision]
     if errors:
         raise ReviewError("\n".join(describe_plot_error(error) for error in errors))
-    data = plots.get("data") or {}
-    vega = {
-        name: entry["content"]
-        for name, entries in data.items()
+    vega = [
+        (name, entry["content"])
+        for name, entries in (plots.get("data") or {}).items()
         for entry in entries
         if entry["type"] == "vega"
-    }
-    lines = []
-    for number, (name, spec) in enumerate(vega.items(), start=1):
-        path = images / f"{number:02d}-{slug(name)}.{image_format}"
-        path.write_bytes(render_vega_lite(name, spec, image_format))
-        lines += [f"**{name}**", "", f"![{name}]({images.name}/{path.name})", ""]
-    for name, entries in data.items():
-        files = {
-            shown: Path(entry["url"])
-            for entry in entries
-            if entry["type"] == "image"
-            for shown in entry["revisions"]
-        }
-        if not files:  # a Vega plot, or a directory plot that dvc lists without entries
-            continue
-        old, new = files.get(base), files.get(revision)
-        if new is None:
-            raise ReviewError(f"plot {name!r}: dvc plots diff returned no image for {revision}")
-        if old is None or old.read_bytes() == new.read_bytes():
-            note = "not in the base" if old is None else "unchanged"
-            lines += [f"**{name}** ({note})", "", f"![{name}]({images.name}/{new.name})", ""]
-            continue
-        cells = " | ".join(
-            f"![{side}]({images.name}/{file.name})" for side, file in (("old", old), ("new", new))
-        )
-        lines += [f"**{name}**", "", "| old | new |", "|---|---|", f"| {cells} |", ""]
-    return lines
+    ]
+    for number, (name, spec) in enumerate(vega, start=1):
+        (images / f"{number:02d}-{slug(name)}.png").write_bytes(render_vega_lite(name, spec))
+    return sum(1 for path in images.rglob("*") if path.is_file())
+
+
+def figures_link() -> str:
+    """Where the figures are: the workflow run's artifact on GitHub, else review/images/."""
+    server, repository, run = (
+        os.environ.get(name) for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
+    if server and repository and run:
+        url = f"{server}/{repository}/actions/runs/{run}"
+        return f"the `{FIGURES_ARTIFACT}` artifact of [this workflow run]({url})"
+    return f"`{IMAGES_DIRECTORY}/` beside this report"
 
 
 # --- the review ------------------------------------------------------------------------------
@@ -230,9 +258,7 @@ def check_earlier_review(out: Path) -> None:
         )
 
 
-def write_review(
-    repository: Path, base: str, revision: str | None, out: Path, image_format: str = "png"
-) -> Path:
+def write_review(repository: Path, base: str, revision: str | None, out: Path) -> Path:
     """Compare ``revision`` (None: the workspace) with ``base``; write the review to ``out``."""
     check_earlier_review(out)
     revisions = [base] if revision is None else [base, revision]
@@ -240,18 +266,20 @@ def write_review(
     log.info("reviewing %s against %s", new, base)
     params = diff_table("params", revisions, repository)
     metrics = diff_table("metrics", revisions, repository)
+    tables, classes = plot_data_sections(base, revision, repository)
     with atomic_directory(out) as built:
         images = built / IMAGES_DIRECTORY
         arguments = ["plots", "diff", *revisions, "--json", "--out", str(images.resolve())]
         plots = json.loads(run_dvc(arguments, repository) or "{}")
         images.mkdir(exist_ok=True)
-        plot_lines = plot_sections(plots, base, new, images, image_format)
+        count = write_plots(plots, new, images)
         lines = [f"## Experiment review: {new} against {base}", ""]
         lines += ["### Params", "", params or "No param changed.", ""]
         lines += ["### Metrics", "", metrics or "No metric changed.", ""]
-        lines += plot_data_sections(base, revision, repository)
-        lines += ["### Plots", "", *plot_lines]
-        (built / REPORT_FILE).write_text("\n".join(lines), encoding="utf-8")
+        lines += chart_sections(base, revision, repository, classes)
+        lines += tables
+        lines += [f"Every plot of `dvc plots diff`, old and new ({count} files): {figures_link()}."]
+        (built / REPORT_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
     log.info("wrote %s", out / REPORT_FILE)
     return out / REPORT_FILE
 
@@ -265,9 +293,8 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("review"), help="the report's directory (review/)"
     )
-    parser.add_argument("--format", choices=IMAGE_FORMATS, default="png", help="plot images")
     args = parser.parse_args()
-    write_review(Path.cwd(), args.base, args.revision, args.out, args.format)
+    write_review(Path.cwd(), args.base, args.revision, args.out)
 
 
 if __name__ == "__main__":
