@@ -34,7 +34,7 @@ reset: setup  ## Back to the last commit's params and results, after dvc exp run
 	python -m tools.repro reset
 
 show: setup  ## The experiments side by side, readable at 120 columns: headline metrics and the params that differ
-	dvc exp show --no-pager --only-changed --drop 'Created|step|kept_epoch|eval.loss|precision|recall'
+	dvc exp show --no-pager --only-changed --drop 'Created|step|kept_epoch|dtype|eval.loss|precision|recall'
 
 exp: setup  ## Run one experiment of experiments.yaml in the workspace: make exp NAME=study-relu
 	python -m tools.study exp "$$NAME"

@@ -183,8 +183,6 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="one epoch each, to check it works")
     parser.add_argument("--source", type=Path, help="a directory of the four IDX files to use")
-    parser.add_argument("--out", type=Path, default=REPOSITORY_ROOT / "bench" / "accuracy.json")
-    parser.add_argument("--plot", type=Path, default=REPOSITORY_ROOT / "bench" / "accuracy.png")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     names = args.names or list(DEFAULT_NAMES)
@@ -214,9 +212,10 @@ def main() -> None:
     }
     for line in summary_lines(results):
         print(line)
-    write_json(args.out, results)
-    plot(results, args.plot)
-    log.info("wrote %s and %s", args.out, args.plot)
+    out = REPOSITORY_ROOT / "bench" / "accuracy.json"
+    write_json(out, results)
+    plot(results, out.with_suffix(".png"))
+    log.info("wrote %s and its plot", out)
 
 
 if __name__ == "__main__":

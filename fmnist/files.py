@@ -1,15 +1,9 @@
-"""Writing outputs so that a failed or killed stage never leaves a half-written file behind.
+"""Writing outputs so that a failed or killed stage never leaves a half-written file behind, and
+reading inputs within bounds.
 
-DVC removes a stage's outputs before it runs and records them only when it succeeds, so a
-stage never has to protect earlier results. What remains is a file that is half written when
-a stage fails: each file is written to a hidden temporary sibling,
-``.<name>.<random>.partial<suffix>``, and renamed into place once complete. A stage killed
-outright (SIGKILL, a power cut) cannot remove its sibling; .gitignore and .dvcignore hide such
-leftovers, so they are never part of an output.
-
-Nothing is written or deleted through a symbolic link that leads out of the working directory
-(the repository root, where DVC runs every stage): a link such as ``plots/report ->
-/home/someone`` would otherwise let a stage overwrite or remove files elsewhere.
+Each file is written to a hidden sibling, ``.<name>.<random>.partial<suffix>``, and renamed into
+place once complete; what a SIGKILL leaves is hidden by .gitignore and .dvcignore. Nothing is
+written or deleted through a symbolic link that leads out of the working directory.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from fmnist.data import Split
 from fmnist.dataset import CHANNELS, CLASS_NAMES, IMAGE_SHAPE, IMAGE_SIZE, NUM_CLASSES
 from fmnist.errors import DataError, TrainingError
 from fmnist.files import atomic_path, check_model_archive
-from fmnist.params import AugmentParams, TrainParams
+from fmnist.params import AugmentParams, TrainParams, compute_precision
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def build_model(params: TrainParams) -> keras.Model:
     # Layers take the dtype policy in force when they are made: mixed bfloat16 computes in
     # bfloat16 and keeps float32 weights; the softmax stays float32 (its sums need the range).
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16" if params.precision == "bfloat16" else "float32")
+    bfloat16 = compute_precision(params.precision) == "bfloat16"
+    keras.config.set_dtype_policy("mixed_bfloat16" if bfloat16 else "float32")
     try:
         return _build_layers(params)
     finally:
@@ -167,19 +168,16 @@ def compile_model(
     model: keras.Model,
     params: TrainParams,
     steps_per_epoch: int = 1,
-    steps_per_execution: int | None = None,
+    steps_per_execution: int = STEPS_PER_EXECUTION,
 ) -> None:
-    """Compile with the optimiser, loss and metric of ``params``; ``steps_per_execution``
-    defaults to STEPS_PER_EXECUTION (1 is Keras's own default, one batch per call).
-    """
+    """Compile with the optimiser, loss and metric of ``params`` (``steps_per_execution`` 1 is
+    Keras's own default, one batch per call)."""
     # One-hot targets, because only the categorical loss supports label smoothing.
     model.compile(
         optimizer=build_optimizer(params, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        steps_per_execution=(
-            STEPS_PER_EXECUTION if steps_per_execution is None else steps_per_execution
-        ),
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -189,11 +187,8 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def kept_epoch(history: dict[str, list[float]], params: TrainParams) -> int:
-    """The epoch (from 1) whose weights the trained model holds.
-
-    With early stopping and ``restore_best``, Keras restores the first epoch with the lowest
-    validation loss; otherwise the model is that of the last epoch.
-    """
+    """The epoch (from 1) whose weights the trained model holds: with early stopping and
+    ``restore_best``, the first with the lowest validation loss; otherwise the last."""
     if params.early_stopping.patience > 0 and params.early_stopping.restore_best:
         return int(np.argmin(history["val_loss"])) + 1
     return len(history["loss"])
@@ -205,13 +200,10 @@ def train_model(
     val: Split,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     *,
-    steps_per_execution: int | None = None,
+    steps_per_execution: int = STEPS_PER_EXECUTION,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Build, compile and fit a model; return it with its per-epoch history.
-
-    ``steps_per_execution`` is compile_model's (STEPS_PER_EXECUTION unless given). Raises
-    TrainingError if the loss stops being finite, so a diverged model is never saved.
-    """
+    """Build, compile and fit a model; return it with its per-epoch history. TrainingError if
+    the loss stops being finite, so a diverged model is never saved."""
     model = build_model(params)
     steps_per_epoch = -(-len(train.labels) // params.batch_size)
     compile_model(model, params, steps_per_epoch, steps_per_execution)

@@ -1,16 +1,10 @@
-"""Classify your own pictures with the trained model.
+"""Classify your own pictures with the trained model (docs/using-the-model.md).
 
-``python -m fmnist.predict [--model models/model.keras] [--json] IMAGE...`` (``make predict
-IMAGES="coat.jpg sneaker.png"``) reads any picture Pillow can (PNG, JPEG, WebP, ...; RGB,
-grayscale or with transparency; any size), turns it into a Fashion-MNIST image the way Zalando
-made the data set from product photos, and prints its class and probability with the next two:
-
-    coat.jpg: Coat 84.6% (then Shirt 10.2%, Pullover 5.2%)
-
-``--json`` prints a JSON array instead, one object per picture in the order given. A picture
-that cannot be read gets one error line naming it; the others are still classified, and the
-exit status is 1. Only regular files are read, and no picture is decoded past MAX_PIXELS: a
-header that declares more (a decompression bomb) is refused before decoding.
+``python -m fmnist.predict [--model models/model.keras] [--json] IMAGE...`` turns any picture
+Pillow reads into a Fashion-MNIST image the way Zalando made the data set from product photos,
+and prints its class and probability with the next two, or a JSON array. A picture that cannot
+be read, is not a regular file or declares more than MAX_PIXELS gets one error line naming it;
+the others are still classified, and the exit status is 1.
 """
 
 from __future__ import annotations

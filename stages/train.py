@@ -12,7 +12,7 @@ from fmnist.cli import run_stage
 from fmnist.data import load_split
 from fmnist.evaluation import DIGITS
 from fmnist.files import refuse_links_out
-from fmnist.params import describe_memory, load_params
+from fmnist.params import compute_precision, describe_memory, load_params
 from stages import exit_now, filter_tensorflow_noise
 
 log = logging.getLogger("train")
@@ -26,6 +26,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     log.info("%s", describe_memory(params.train))
+    precision = compute_precision(params.train.precision)
+    log.info("computing in %s (train.precision: %s)", precision, params.train.precision)
     refuse_links_out(args.live)
     refuse_links_out(args.model)
     train, val = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")
@@ -54,6 +56,7 @@ def main() -> None:
                 for name in ("loss", "accuracy")
             },
             "kept_epoch": epoch,
+            "dtype": precision,  # what train.precision came to on this CPU
             "step": len(history["loss"]),  # dvclive's last step: the last epoch
         }
         save_model(model, args.model)

@@ -22,6 +22,7 @@ from fmnist.model import (
     seed_everything,
     train_model,
 )
+from fmnist.params import compute_precision
 from tests.conftest import make_train_params
 
 PARAMS = make_train_params(
@@ -207,6 +208,8 @@ def test_bfloat16_computes_in_bfloat16_and_repeats_exactly(tmp_path: Path) -> No
     assert first.get_layer("conv_1").kernel.dtype == "float32"
     assert first.get_layer("probabilities").compute_dtype == "float32"
     assert build_model(make_train_params()).get_layer("dense_1").compute_dtype == "float32"
+    automatic = build_model(make_train_params(precision="auto")).get_layer("dense_1")
+    assert automatic.compute_dtype == compute_precision("auto")  # what this CPU computes natively
     for first_array, second_array in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(first_array, second_array)
     assert first_history == second_history

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from fmnist import params as schema
 from fmnist.errors import ParamsError, PipelineError
 from fmnist.params import (
+    compute_precision,
     describe_memory,
     load_params,
     parse_params,
@@ -75,7 +76,7 @@ def test_the_repository_params_load_unchanged_and_frozen() -> None:
         ("train.cnn.padding", "full", "Input should be 'valid' or 'same'"),
         ("train.optimizer", "adagrad", "Input should be 'sgd', 'adam', 'adamw' or 'rmsprop'"),
         ("train.schedule", "linear", "Input should be 'constant', 'cosine' or 'step'"),
-        ("train.precision", "float16", "Input should be 'float32' or 'bfloat16'"),
+        ("train.precision", "float16", "Input should be 'float32', 'bfloat16' or 'auto'"),
         ("train.epochs", "15", "Input should be a valid integer"),
         ("train.batch_size", True, "Input should be a valid integer"),
         ("train.epochs", 15.0, "Input should be a valid integer"),
@@ -359,3 +360,24 @@ def test_the_train_stage_refuses_a_network_too_large_before_tensorflow_starts(
     [line] = result.stderr.splitlines()
     assert line.startswith("train: error: params.yaml: train: a training step needs about 25,")
     assert "more than 2 GiB; make the network or the batch smaller (train.cnn" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu avx2 fma avx512f", "float32"),
+        ("avx2 avx512f avx512_bf16", "bfloat16"),
+        ("amx_bf16", "bfloat16"),
+        (None, "float32"),
+    ],
+)
+def test_auto_precision_is_bfloat16_only_on_a_cpu_that_computes_it_natively(
+    tmp_path: Path, flags: str | None, expected: str
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:  # None: no such file, as on macOS
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+
+    assert compute_precision("auto", cpuinfo) == expected
+    assert compute_precision("float32", cpuinfo) == "float32"
+    assert compute_precision("bfloat16", cpuinfo) == "bfloat16"

@@ -44,6 +44,8 @@ def test_repro_runs_every_stage_and_writes_every_output(repository: Path) -> Non
     report = (repository / "reports/report.md").read_text()
     for link in re.findall(r"\]\(([^)]+\.png)\)", report):
         assert (repository / "reports" / link).resolve().is_file(), link
+    # The training summary says which precision ran (train.precision float32 here).
+    assert json.loads((repository / "metrics/train/metrics.json").read_text())["dtype"] == "float32"
 
 
 def test_second_repro_runs_nothing(repository: Path) -> None:

@@ -34,6 +34,13 @@ def test_each_change_beyond_the_tolerance_is_named_with_both_values() -> None:
     ]
 
 
+def test_the_same_text_passes_and_another_does_not() -> None:
+    assert out_of_tolerance(diff(dtype=("float32", "float32")), 0.01) == []
+    assert out_of_tolerance(diff(dtype=("float32", "bfloat16")), 0.01) == [
+        "metrics/evaluate.json: dtype: committed float32, retrained bfloat16"
+    ]
+
+
 def test_a_metric_missing_on_one_side_is_beyond_any_tolerance() -> None:
     lines = out_of_tolerance(diff(accuracy=(0.8898, None), loss=(True, 0.3)), 0.5)
 

@@ -36,6 +36,8 @@ def out_of_tolerance(diff: Mapping[str, Mapping[str, Any]], tolerance: float) ->
     for path, metrics in diff.items():
         for name, values in metrics.items():
             old, new = values.get("old"), values.get("new")
+            if old == new:  # the same number, or the same text (dtype)
+                continue
             if not (is_number(old) and is_number(new)):
                 lines.append(f"{path}: {name}: committed {old}, retrained {new}")
             elif abs(new - old) > tolerance:

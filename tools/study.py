@@ -8,10 +8,8 @@
 - ``plan [--sweep EXPR] [NAME ...]``: the names as a JSON array, for a CI matrix whose jobs each
   run ``exp NAME [--sweep EXPR]``.
 
-Every experiment's params are checked before DVC touches params.yaml or any output, and one
-command at a time runs in a clone (tools.dvc_cli.one_at_a_time). ``exp`` puts params.yaml back
-when the experiment fails or is interrupted; if it was killed before it could, the next ``exp``
-refuses to start on the overrides left in params.yaml.
+Params are checked before DVC touches params.yaml, one command at a time runs in a clone, and
+``exp`` puts params.yaml back when the experiment fails or is interrupted (docs/guarantees.md).
 """
 
 from __future__ import annotations
