@@ -146,6 +146,9 @@ def test_charts_follow_mermaids_xychart_grammar() -> None:
         )
     )
     assert parse_xychart(block) == (["T-shirt/top", "Bag"], [[0.8123, 0.9], [0.8, 0.95]])
+    # A double quote in a branch's name would end Mermaid's text: it becomes a single one.
+    [quoted] = mermaid_blocks("\n".join(mermaid_chart('on "a"', ['b"c'], "F1", [("bar", [1])])))
+    assert parse_xychart(quoted) == (["b'c"], [[1.0]]) and quoted[1] == "    title \"on 'a'\""
     header, title, x_axis, y_axis = block[:4]
     for broken in (
         [title, '    x-axis ["T-shirt/top", "Bag"', y_axis, "    bar [0.1]"],  # unclosed list

@@ -143,13 +143,14 @@ def plot_data_sections(
 
 
 def mermaid_chart(title: str, categories: Sequence[object], axis: str, series: list) -> list[str]:
-    """A Mermaid ``xychart-beta`` block: ``series`` is (``line`` or ``bar``, values) pairs."""
-    labels = ", ".join(f'"{category}"' for category in categories)
-    lines = ["```mermaid", "xychart-beta", f'    title "{title}"', f"    x-axis [{labels}]"]
-    lines.append(f'    y-axis "{axis}"')
-    for kind, values in series:
-        lines.append(f"    {kind} [{', '.join(f'{value:.4f}' for value in values)}]")
-    return [*lines, "```", ""]
+    """A Mermaid ``xychart-beta`` block: ``series`` is (``line`` or ``bar``, values) pairs. A
+    double quote, which would end Mermaid's text (a branch may hold one), becomes a single one."""
+    title, *labels = ('"' + str(text).replace('"', "'") + '"' for text in (title, *categories))
+    data = [
+        f"    {kind} [{', '.join(f'{value:.4f}' for value in values)}]" for kind, values in series
+    ]
+    axes = [f"    x-axis [{', '.join(labels)}]", f'    y-axis "{axis}"']
+    return ["```mermaid", "xychart-beta", f"    title {title}", *axes, *data, "```", ""]
 
 
 def read_series(path: str, revision: str | None, repository: Path) -> list[float] | None:
