@@ -17,9 +17,8 @@ from fmnist.errors import ParamsError, PipelineError
 from fmnist.params import parse_params
 from tests.conftest import REPOSITORY_ROOT
 from tests.helpers import copy_workspace, dvc, git, make, run
-from tools.dvc_cli import LOCK_FILE, get_dotted, set_arguments
+from tools.dvc_cli import LOCK_FILE, PARAMS_BEFORE, get_dotted, set_arguments
 from tools.study import (
-    PARAMS_BEFORE,
     TABLE_END,
     TABLE_START,
     Experiment,

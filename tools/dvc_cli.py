@@ -27,6 +27,8 @@ from fmnist.errors import PipelineError
 # Held by make exp, study, queue, repro and reset while they run (DVC's own lock lets a second
 # `dvc exp run` rewrite params.yaml under a running one: docs/guarantees.md).
 LOCK_FILE = Path(".dvc/tmp/fmnist.lock")
+# params.yaml as it was before `make exp` ran DVC; removed once it is back or the run succeeded.
+PARAMS_BEFORE = Path(".dvc/tmp/params.yaml.before-exp")
 
 
 @contextlib.contextmanager

@@ -18,8 +18,7 @@ import sys
 from fmnist.cli import run_stage
 from fmnist.errors import PipelineError
 from fmnist.params import load_params
-from tools.dvc_cli import dvc_command, one_at_a_time, run_dvc, stream_dvc
-from tools.study import PARAMS_BEFORE
+from tools.dvc_cli import PARAMS_BEFORE, dvc_command, one_at_a_time, run_dvc, stream_dvc
 
 log = logging.getLogger("repro")
 

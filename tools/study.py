@@ -29,6 +29,7 @@ from fmnist.params import PARAMS_FILE, parse_params, read_yaml, read_yaml_file
 from fmnist.report import format_percent, markdown_table
 from tools.dvc_api import expand_sweep
 from tools.dvc_cli import (
+    PARAMS_BEFORE,
     dvc_command,
     get_dotted,
     one_at_a_time,
@@ -45,8 +46,6 @@ TIMES_FILE = Path("bench/accuracy.json")
 TABLE_START, TABLE_END = "<!-- study-table:start -->", "<!-- study-table:end -->"
 TEST_ACCURACY = ("metrics/evaluate.json", "accuracy")
 VALIDATION_ACCURACY = ("metrics/train/metrics.json", "eval.accuracy")
-# params.yaml as it was before `exp` ran DVC; removed once it is back or the run succeeded.
-PARAMS_BEFORE = Path(".dvc/tmp/params.yaml.before-exp")
 
 
 @dataclass(frozen=True)
