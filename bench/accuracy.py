@@ -100,12 +100,6 @@ def experiment_seconds(workspace: Path, names: list[str], epochs: int | None) ->
     return seconds
 
 
-def accuracies(workspace: Path) -> dict[str, float]:
-    """Each experiment's test accuracy, from ``dvc exp show --json``."""
-    shown = run_dvc("exp", "show", "--json", cwd=workspace)
-    return {name: metric_value(run, *TEST_ACCURACY) for name, run in latest_results(shown).items()}
-
-
 def summarize(reference_run: dict, seconds: dict[str, float], scores: dict[str, float]) -> dict:
     rows = {}
     for name, elapsed in seconds.items():
@@ -201,7 +195,8 @@ def main() -> None:
         reference_run = reference(workspace / "data" / "raw", epochs)
         log.info("reference: %.1f s", reference_run["seconds"])
         seconds = experiment_seconds(workspace, names, epochs)
-        scores = accuracies(workspace)
+        shown = latest_results(run_dvc("exp", "show", "--json", cwd=workspace))
+        scores = {name: metric_value(run, *TEST_ACCURACY) for name, run in shown.items()}
     results = {
         "command": " ".join(["python -m bench.accuracy", *sys.argv[1:]]),
         "mode": "quick" if args.quick else "full",

@@ -150,7 +150,7 @@ def main() -> None:
 
     class_names = read_class_names(args.model)
     model = load_model(args.model)
-    expected = predict_probabilities(model, test.images)
+    expected = predict_probabilities(model, test.images, flip=False)
     with temporary_files_beside(args.out) as scratch:
         started = time.perf_counter()
         files = export_files(model, scratch)

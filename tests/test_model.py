@@ -416,6 +416,23 @@ def test_augmentation_changes_training_inputs_only() -> None:
     assert not np.allclose(training, inference, atol=1e-3)
 
 
+def test_a_model_trained_on_mirror_images_scores_each_image_with_its_mirror() -> None:
+    model = build_model(with_options(augment={"shift": 0.0, "flip": True}))
+    images = make_data(8, seed=5).images
+    single = model.predict(images, verbose=0)
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)
+
+    assert not np.allclose(single, mirrored, atol=1e-3)
+    np.testing.assert_allclose(
+        predict_probabilities(model, images), (single + mirrored) / 2, atol=1e-6
+    )
+    np.testing.assert_allclose(predict_probabilities(model, images, flip=False), single, atol=1e-6)
+    plain = build_model(with_options())
+    np.testing.assert_allclose(
+        predict_probabilities(plain, images), plain.predict(images, verbose=0)
+    )
+
+
 def test_early_stopping_stops_and_keeps_the_best_epoch() -> None:
     # Random labels: validation loss stops improving after an epoch or two of memorising.
     params = with_options(

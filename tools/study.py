@@ -198,13 +198,9 @@ def run_experiments(experiments: list[Experiment], queue: bool, jobs: int = 1) -
 def latest_results(show_json: str) -> dict[str, dict]:
     """The most recent run of each experiment name: its params and metrics."""
     latest: dict[str, dict] = {}
-    for run in _runs(show_json):
-        if run["error"] or run["state"] not in (None, "success"):
-            continue
-        if run.get("timestamp") and (
-            run["name"] not in latest or run["timestamp"] > latest[run["name"]]["timestamp"]
-        ):
-            latest[run["name"]] = run
+    for run in sorted(_runs(show_json), key=lambda run: run.get("timestamp") or ""):
+        if run.get("timestamp") and not run["error"] and run["state"] in (None, "success"):
+            latest[run["name"]] = run  # a later run of the name replaces an earlier one
     return latest
 
 
