@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # Batches per call into TensorFlow: Keras's default of 1 costs a Python round trip per batch,
 # longer than a small batch takes; the trained weights are the same either way.
 STEPS_PER_EXECUTION = 64
+# The flip augmentation's layer: predict_probabilities knows a model trained with flips by it.
+FLIP_LAYER = "random_flip"
 
 
 def seed_everything(seed: int) -> None:
@@ -38,7 +40,7 @@ def seed_everything(seed: int) -> None:
 def _augment(x: keras.KerasTensor, params: AugmentParams) -> keras.KerasTensor:
     """Random flips and shifts; Keras applies them in training only, never at inference."""
     if params.flip:
-        x = keras.layers.RandomFlip("horizontal", name="random_flip")(x)
+        x = keras.layers.RandomFlip("horizontal", name=FLIP_LAYER)(x)
     if params.shift > 0:
         # The background is black (0), so shifted-in pixels are filled with 0, not reflected.
         x = keras.layers.RandomTranslation(
@@ -253,7 +255,7 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, flip: bool = T
     trained with flips (a ``random_flip`` layer) gives the mean of each image's and its mirror
     image's, unless ``flip`` is False (one pass, as exported): +0.2 points for cnn-best."""
     probabilities = model.predict(images, batch_size=1024, verbose=0)
-    if flip and any(layer.name == "random_flip" for layer in model.layers):
+    if flip and any(layer.name == FLIP_LAYER for layer in model.layers):
         probabilities += model.predict(images[:, :, ::-1], batch_size=1024, verbose=0)
         probabilities /= 2
     if not np.isfinite(probabilities).all():

@@ -112,16 +112,15 @@ def run_command(experiment: Experiment, queue: bool = False) -> list[str]:
 
 
 def _runs(show_json: str) -> list[dict]:
-    """Every experiment run in ``dvc exp show --json`` output: name, state and data."""
+    """Every experiment run in ``dvc exp show --json`` output: name, state, success and data."""
     runs = []
     for entry in json.loads(show_json or "[]"):
         for run in entry.get("experiments") or []:
             revision = run["revs"][0]
             state = (run.get("executor") or {}).get("state")
             data = revision.get("data") or {}
-            runs.append(
-                {"name": run.get("name"), "state": state, "error": revision.get("error"), **data}
-            )
+            succeeded = state in (None, "success") and not revision.get("error")
+            runs.append({"name": run.get("name"), "state": state, "succeeded": succeeded, **data})
     return runs
 
 
@@ -174,7 +173,7 @@ def run_queue(jobs: int = 1) -> None:
     succeeded = {
         run["name"]
         for run in _runs(run_dvc("exp", "show", "--json"))
-        if run.get("metrics") and not run["error"] and run["state"] in (None, "success")
+        if run.get("metrics") and run["succeeded"]
     }
     failed = [name for name in queued if name not in succeeded]
     if failed:
@@ -199,7 +198,7 @@ def latest_results(show_json: str) -> dict[str, dict]:
     """The most recent run of each experiment name: its params and metrics."""
     latest: dict[str, dict] = {}
     for run in sorted(_runs(show_json), key=lambda run: run.get("timestamp") or ""):
-        if run.get("timestamp") and not run["error"] and run["state"] in (None, "success"):
+        if run.get("timestamp") and run["succeeded"]:
             latest[run["name"]] = run  # a later run of the name replaces an earlier one
     return latest
 
